@@ -1,0 +1,42 @@
+"""tfos_lib: train and serve TensorFlow models data-parallel on Spark clusters.
+
+Pins are compatible ranges measured together on Python 3.11 with Java 17; see
+../DESIGN notes in the README ("Dependencies") for why each surprising one is there.
+"""
+
+from setuptools import find_packages, setup
+
+CORE = [
+    # Spark 4 needs Java 17+; barrier mapInArrow (barrier=True) needs Spark >= 3.5.
+    "pyspark>=4.0,<5",
+    # tf-keras is legacy Keras 2: Keras 3 (tf.keras in TF >= 2.16) breaks model.fit under
+    # MultiWorkerMirroredStrategy. tf-keras depends on `tensorflow`, so depend on that and
+    # not tensorflow-cpu (both together install TensorFlow twice). GPUs: tensorflow[and-cuda].
+    "tensorflow>=2.21,<2.22",
+    "tf-keras>=2.21,<2.22",
+    # numpy < 2 because gpflow 2.11 (the stock-prices job) requires it; TF 2.21 accepts 1.26.
+    "numpy>=1.26,<2",
+    # pyarrow 24+ is built for numpy 2 only; Spark 4 needs >= 18 for Arrow UDFs.
+    "pyarrow>=18,<24",
+    "pandas>=2.0,<3",
+    "cloudpickle>=2.2",
+    "matplotlib>=3.7",
+    # Ships the offline default data of the MNIST job (its bundled 8x8 digits).
+    "scikit-learn>=1.3",
+]
+
+EXTRAS = {
+    # The `tfos` backend: the real TensorFlowOnSpark package, for comparison and porting.
+    "tfos": ["tensorflowonspark==2.2.5"],
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "tensorflowonspark==2.2.5"],
+}
+
+setup(
+    name="tfos_lib",
+    version="0.1.0",
+    description="Data-parallel TensorFlow training and inference on Spark executors",
+    packages=find_packages(include=["tfos_lib", "tfos_lib.*"]),
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require=EXTRAS,
+)

@@ -1,0 +1,80 @@
+"""The object every ``train_fn`` receives: who am I, where do I write, what is my data."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from tfos_lib.feed import ShardData
+
+
+@dataclass
+class WorkerContext:
+    """Runs on each worker. Handed to ``train_fn(ctx, *args)`` by :func:`tfos_lib.run`.
+
+    Attributes:
+        rank: this worker's index, 0 .. ``num_workers - 1``; rank 0 is the chief.
+        num_workers: the number of workers training together.
+        output_dir: where the job writes its results (the chief writes the model
+            and checkpoints; other workers should write only under
+            :meth:`worker_dir`).
+        backend: ``"barrier"``, ``"tfos"`` or ``"local"``.
+        num_cpus: CPU cores Spark gave this worker; TensorFlow's thread pools are
+            sized to it.
+        inputs: this worker's share of each input DataFrame, by name.
+    """
+
+    rank: int
+    num_workers: int
+    output_dir: str
+    backend: str
+    num_cpus: int = 1
+    inputs: dict[str, ShardData] = field(default_factory=dict)
+    _strategy: object = field(default=None, repr=False)
+
+    @property
+    def is_chief(self) -> bool:
+        """True on rank 0, the worker that saves models and writes metrics."""
+        return self.rank == 0
+
+    def strategy(self):
+        """The ``tf.distribute.MultiWorkerMirroredStrategy`` all workers train under (created once).
+
+        With one worker it is a one-worker strategy, so job code is the same at any scale.
+        """
+        if self._strategy is None:
+            from tfos_lib.tfenv import configure_threads, import_tensorflow
+
+            tf = import_tensorflow()
+            configure_threads(tf, self.num_cpus)
+            self._strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        return self._strategy
+
+    def data(self, name: str) -> ShardData:
+        """This worker's rows of input ``name``."""
+        if name not in self.inputs:
+            raise KeyError(f"no input named {name!r}; run() was given inputs {sorted(self.inputs)}.")
+        return self.inputs[name]
+
+    def distributed_dataset(self, name: str, features, label=None, *, global_batch_size: int, **options):
+        """:meth:`ShardData.dataset` wrapped for ``model.fit`` under :meth:`strategy`.
+
+        Each worker feeds its own per-worker batches; TensorFlow does not re-split
+        them (``distribute_datasets_from_function``), so a step consumes exactly
+        ``global_batch_size`` rows across the cluster.
+        """
+        shard = self.data(name)
+        return self.strategy().distribute_datasets_from_function(
+            lambda _: shard.dataset(features, label, global_batch_size=global_batch_size, **options)
+        )
+
+    def worker_dir(self) -> str:
+        """A directory for this worker's own files (non-chief workers must not write where the chief does)."""
+        path = self.output_dir if self.is_chief else os.path.join(self.output_dir, "_workers", str(self.rank))
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def log(self, message: str) -> None:
+        """Prints one line tagged with this worker's rank (reaches the executor log)."""
+        print(f"[tfos_lib rank {self.rank}/{self.num_workers}] {message}", file=sys.stderr, flush=True)

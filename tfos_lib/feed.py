@@ -1,0 +1,357 @@
+"""Handing Spark DataFrames to the TensorFlow workers: equal shards, Arrow all the way.
+
+Synchronous all-reduce needs every worker to run exactly the same number of
+steps per epoch; a worker that runs out of batches first leaves the others
+waiting in a collective forever. So each sharded input is cut into
+``num_workers`` shards of *exactly* ``total_rows // num_workers`` rows (the
+``total_rows % num_workers`` left-over rows, fewer than one per worker, are
+dropped and counted), and every worker derives the same steps per epoch from that
+number.
+
+How the rows travel (driver side, :func:`stage`):
+
+1. Each row of a sharded input gets a global index (per-partition row counts,
+   then ``monotonically_increasing_id`` offsets: no per-row Python) and the shard
+   ``index % num_workers``. A replicated input (``Input(df, shard=False)``, e.g.
+   a test set the chief evaluates) is exploded to every shard.
+2. All inputs are unioned into one DataFrame with one struct column per input,
+   and repartitioned by a key whose Spark hash lands shard ``k`` exactly in
+   partition ``k``.
+3. The barrier stage runs ``mapInArrow`` over those ``num_workers`` partitions,
+   so task ``k`` receives shard ``k`` as Arrow record batches (columnar, no
+   Python row objects) and spills them to a local Arrow file per input
+   (:func:`spill`). Nothing needs shared storage: this works on any cluster.
+
+Worker side, :class:`ShardData` memory-maps that file and turns it into numpy
+columns or a ``tf.data.Dataset`` of per-worker batches.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+
+#: Columns the staging adds; input names and user columns may not use them.
+SHARD_COLUMN = "_tfos_shard"
+INPUT_COLUMN = "_tfos_input"
+KEY_COLUMN = "_tfos_key"
+_RESERVED = {SHARD_COLUMN, INPUT_COLUMN, KEY_COLUMN}
+# monotonically_increasing_id() puts the partition index in the upper 31 bits
+# and the row's position within its partition in the lower 33.
+_ROW_BITS = 33
+
+
+@dataclass(frozen=True)
+class Input:
+    """A DataFrame handed to the workers.
+
+    Args:
+        df: the rows. Columns of numbers, strings, or (nested) arrays of numbers of
+            a fixed length per column.
+        shard: ``True`` (default) splits the rows into equal shards, one per worker
+            (training data). ``False`` gives every worker all rows (small data every
+            worker needs whole, e.g. a test set the chief evaluates).
+    """
+
+    df: "DataFrame"
+    shard: bool = True
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """What every worker knows about one input before any row arrives (picklable)."""
+
+    name: str
+    columns: tuple[str, ...]
+    total_rows: int
+    rows_per_worker: int
+    dropped_rows: int
+    sharded: bool
+
+
+def plan_input(name: str, columns: Iterable[str], total_rows: int, num_workers: int, sharded: bool) -> InputPlan:
+    """Decides how many rows each worker gets. Pure: no Spark.
+
+    Raises:
+        ValueError: if a sharded input has fewer rows than workers (some worker would
+            get nothing and the others would wait for it forever), or names collide
+            with the staging columns.
+    """
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1; got {num_workers}.")
+    columns = tuple(columns)
+    clash = _RESERVED.intersection((name, *columns))
+    if clash:
+        raise ValueError(f"input {name!r} uses reserved column name(s) {sorted(clash)}; rename them.")
+    if not columns:
+        raise ValueError(f"input {name!r} has no columns.")
+    if not sharded:
+        return InputPlan(name, columns, total_rows, total_rows, 0, sharded=False)
+    rows_per_worker, dropped = divmod(total_rows, num_workers)
+    if rows_per_worker == 0:
+        raise ValueError(
+            f"input {name!r} has {total_rows} rows, fewer than num_workers={num_workers}: every worker needs "
+            f"at least one row. Use more data or fewer workers."
+        )
+    return InputPlan(name, columns, total_rows, rows_per_worker, dropped, sharded=True)
+
+
+def steps_per_epoch(rows_per_worker: int, global_batch_size: int, num_workers: int) -> int:
+    """Steps that cover each worker's shard once; identical on every worker by construction."""
+    return math.ceil(rows_per_worker / per_worker_batch_size(global_batch_size, num_workers))
+
+
+def per_worker_batch_size(global_batch_size: int, num_workers: int) -> int:
+    """The batch each worker feeds per step, so that the workers together step on ``global_batch_size``.
+
+    Raises:
+        ValueError: if the global batch does not split evenly across workers.
+    """
+    if global_batch_size < 1:
+        raise ValueError(f"batch size must be >= 1; got {global_batch_size}.")
+    if global_batch_size % num_workers:
+        lower = global_batch_size - global_batch_size % num_workers
+        raise ValueError(
+            f"the global batch size {global_batch_size} does not split evenly across {num_workers} workers; "
+            f"use a multiple of {num_workers} (e.g. {lower or num_workers} or {lower + num_workers})."
+        )
+    return global_batch_size // num_workers
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver side.
+
+
+def partition_keys(spark: "SparkSession", num_partitions: int) -> list[int]:
+    """Returns ``keys`` such that ``repartition(num_partitions, col)`` sends ``keys[k]`` to partition ``k``.
+
+    Spark's hash partitioning is ``pmod(hash(col), n)`` with the same Murmur3 hash as
+    the SQL ``hash`` function, so asking Spark itself which partition each small
+    integer lands in gives an exact mapping.
+    """
+    from pyspark.sql import functions as F
+
+    keys: dict[int, int] = {}
+    start, span = 0, 64 * num_partitions
+    while len(keys) < num_partitions:
+        rows = (
+            spark.range(start, start + span)
+            .select("id", F.expr(f"pmod(hash(id), {num_partitions})").alias("p"))
+            .collect()
+        )
+        for row in rows:
+            keys.setdefault(row.p, row.id)
+        start += span
+    return [keys[k] for k in range(num_partitions)]
+
+
+def stage(spark: "SparkSession", inputs: dict, num_workers: int) -> tuple["DataFrame", dict[str, InputPlan], list]:
+    """Lays out ``inputs`` as one DataFrame of exactly ``num_workers`` partitions, partition ``k`` = shard ``k``.
+
+    Runs on the driver. Every partition also holds one marker row, so a worker
+    whose inputs are all empty still gets a task.
+
+    Args:
+        spark: the session.
+        inputs: name -> :class:`Input` or DataFrame (a DataFrame is sharded).
+        num_workers: number of shards.
+
+    Returns:
+        ``(staged DataFrame, plans by name, DataFrames persisted here)``; the caller
+        unpersists the last once the stage has run.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    plans: dict[str, InputPlan] = {}
+    parts = [spark.range(0, num_workers, 1, 1).select(F.col("id").alias(SHARD_COLUMN))]
+    persisted = []
+    for name, spec in inputs.items():
+        spec = spec if isinstance(spec, Input) else Input(spec)
+        df = spec.df
+        columns = df.columns
+        packed = F.struct(*[F.col(f"`{c}`") for c in columns]).alias(name)
+        if spec.shard:
+            # The index must be computed on the same partitioning twice (counts, then
+            # rows), so pin the rows first.
+            df = df.persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(df)
+            counts = dict(df.groupBy(F.spark_partition_id().alias("p")).count().collect())
+            plan = plan_input(name, columns, sum(counts.values()), num_workers, sharded=True)
+            offsets, total = [], 0
+            for p in range(df.rdd.getNumPartitions()):
+                offsets.append(total)
+                total += counts.get(p, 0)
+            index = F.element_at(F.array(*[F.lit(o) for o in offsets]), F.spark_partition_id() + 1) + (
+                F.monotonically_increasing_id().bitwiseAND((1 << _ROW_BITS) - 1)
+            )
+            part = (
+                df.select(index.alias("_index"), packed)
+                .where(F.col("_index") < plan.rows_per_worker * num_workers)
+                .select((F.col("_index") % num_workers).alias(SHARD_COLUMN), F.col(name))
+            )
+        else:
+            plan = plan_input(name, columns, df.count(), num_workers, sharded=False)
+            part = df.select(F.explode(F.sequence(F.lit(0), F.lit(num_workers - 1))).alias(SHARD_COLUMN), packed)
+        plans[name] = plan
+        parts.append(part.withColumn(INPUT_COLUMN, F.lit(name)))
+
+    staged = parts[0]
+    for part in parts[1:]:
+        staged = staged.unionByName(part, allowMissingColumns=True)
+    keys = partition_keys(spark, num_workers)
+    staged = staged.withColumn(
+        KEY_COLUMN, F.element_at(F.array(*[F.lit(k) for k in keys]), F.col(SHARD_COLUMN).cast("int") + 1)
+    ).repartition(num_workers, KEY_COLUMN)
+    return staged, plans, persisted
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker side.
+
+
+def spill(batches: Iterator["pa.RecordBatch"], plans: dict[str, InputPlan], directory: str) -> dict[str, int]:
+    """Writes the Arrow batches of one staged partition to ``directory/<input>.arrow``.
+
+    Runs in the Spark task. Returns the rows written per input.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    writers: dict[str, pa.ipc.RecordBatchFileWriter] = {}
+    rows = {name: 0 for name in plans}
+    try:
+        for batch in batches:
+            names = batch.column(INPUT_COLUMN)
+            for name in plans:
+                selected = batch.filter(pc.equal(names, name))
+                if selected.num_rows == 0:
+                    continue
+                table = pa.RecordBatch.from_struct_array(selected.column(name))
+                if name not in writers:
+                    writers[name] = pa.ipc.new_file(os.path.join(directory, f"{name}.arrow"), table.schema)
+                writers[name].write_batch(table)
+                rows[name] += table.num_rows
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return rows
+
+
+class ShardData:
+    """This worker's rows of one input, spilled to a local Arrow file.
+
+    Attributes:
+        plan: sizes known to all workers (:class:`InputPlan`).
+        num_rows: rows this worker holds (``plan.rows_per_worker``).
+    """
+
+    def __init__(self, plan: InputPlan, path: str | None, num_workers: int):
+        self.plan = plan
+        self.path = path
+        self.num_workers = num_workers
+        self.num_rows = plan.rows_per_worker
+        self._table = None
+
+    def table(self) -> "pa.Table":
+        """The rows as an Arrow table, memory-mapped (no copy until a column is converted)."""
+        import pyarrow as pa
+
+        if self._table is None:
+            if self.path is None:
+                self._table = pa.table({c: pa.array([], pa.null()) for c in self.plan.columns})
+            else:
+                with pa.memory_map(self.path) as source:
+                    self._table = pa.ipc.open_file(source).read_all()
+        return self._table
+
+    def column(self, name: str) -> np.ndarray:
+        """One column as numpy; fixed-length arrays become extra dimensions ``(rows, d1, ...)``."""
+        if name not in self.plan.columns:
+            raise KeyError(f"input {self.plan.name!r} has no column {name!r}; its columns are {list(self.plan.columns)}.")
+        return arrow_to_numpy(self.table().column(name), f"{self.plan.name}.{name}")
+
+    def steps_per_epoch(self, global_batch_size: int) -> int:
+        """Steps per epoch over this input with ``global_batch_size``; the same on every worker."""
+        return steps_per_epoch(self.num_rows, global_batch_size, self.num_workers)
+
+    def dataset(
+        self,
+        features: str | list[str],
+        label: str | None = None,
+        *,
+        global_batch_size: int,
+        shuffle: bool = True,
+        repeat: bool = True,
+        seed: int = 0,
+    ):
+        """A ``tf.data.Dataset`` of this worker's per-worker batches.
+
+        For training (``repeat=True``) batches are full and the dataset repeats, so
+        pair it with ``steps_per_epoch=self.steps_per_epoch(global_batch_size)``; for
+        evaluation (``repeat=False``) it passes once, the last batch possibly short.
+
+        Args:
+            features: a column name (the dataset yields arrays) or a list of names
+                (it yields dicts).
+            label: the label column, or None for features only.
+            global_batch_size: batch summed over all workers.
+            shuffle: reshuffle the shard every epoch (seeded).
+            repeat: repeat forever (training) or pass once.
+            seed: shuffle seed; offset by the shard so workers shuffle differently.
+        """
+        import tensorflow as tf
+
+        batch = per_worker_batch_size(global_batch_size, self.num_workers) if self.plan.sharded else global_batch_size
+        x = self.column(features) if isinstance(features, str) else {f: self.column(f) for f in features}
+        tensors = x if label is None else (x, self.column(label))
+        ds = tf.data.Dataset.from_tensor_slices(tensors)
+        if shuffle:
+            ds = ds.shuffle(max(1, self.num_rows), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(batch, drop_remainder=repeat)
+        options = tf.data.Options()
+        # Each worker already holds only its own shard; TensorFlow must not shard it again.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def arrow_to_numpy(array, what: str) -> np.ndarray:
+    """Converts an Arrow column to numpy without per-row Python; nested fixed-length lists become dimensions.
+
+    Raises:
+        ValueError: on nulls, or list columns whose rows differ in length.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    if array.null_count:
+        raise ValueError(f"column {what} has {array.null_count} null values; fill or drop them before training.")
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
+        lengths = pc.list_value_length(array)
+        if len(array) == 0:
+            width = 0
+        else:
+            low, high = pc.min_max(lengths).values()
+            if low.as_py() != high.as_py():
+                raise ValueError(
+                    f"column {what} holds arrays of different lengths ({low} to {high}); "
+                    "pad or truncate them to one length in Spark first."
+                )
+            width = low.as_py()
+        inner = arrow_to_numpy(array.flatten(), what)
+        return inner.reshape((len(array), width) + inner.shape[1:])
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        return np.asarray(array.to_pylist(), dtype=object)
+    return array.to_numpy(zero_copy_only=False)

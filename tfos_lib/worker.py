@@ -1,0 +1,183 @@
+"""Runs one worker's ``train_fn`` in a fresh Python process.
+
+Why a subprocess and not the Spark Python worker itself:
+
+* TensorFlow's collective runtime can be configured once per process, and
+  Spark reuses Python workers across tasks; a second job in the same worker
+  would fail.
+* ``TF_USE_LEGACY_KERAS``, ``TF_CONFIG`` and (later) ``CUDA_VISIBLE_DEVICES`` must
+  be in the environment before TensorFlow is imported.
+* When the task is killed (another worker failed), the whole TensorFlow process
+  must die with it instead of waiting in a collective; the child is tied to its
+  parent's life (``PR_SET_PDEATHSIG``) and killed explicitly otherwise.
+
+The parent streams the child's output to its own stderr (the executor log, or
+the console in local mode) and keeps the last lines for the error message.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+
+from tfos_lib.feed import InputPlan, ShardData
+
+
+@dataclass
+class WorkerSpec:
+    """Everything the child process needs (pickled to a file)."""
+
+    rank: int
+    num_workers: int
+    output_dir: str
+    backend: str
+    num_cpus: int
+    tf_config: str | None
+    inputs: dict[str, tuple[InputPlan, str | None]]
+    payload: bytes  # cloudpickle of (train_fn, args)
+    result_path: str
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process ended without a result. ``str()`` carries its traceback or last output."""
+
+    def __init__(self, rank: int, detail: str):
+        super().__init__(f"worker rank {rank} failed:\n{detail}")
+        self.rank = rank
+        self.detail = detail
+
+
+def run_in_process(spec: WorkerSpec):
+    """Calls ``train_fn`` in this process (the child's main, and the ``local`` backend)."""
+    import cloudpickle
+
+    from tfos_lib.context import WorkerContext
+    from tfos_lib.tfenv import apply_tf_env
+
+    apply_tf_env()
+    if spec.tf_config:
+        os.environ["TF_CONFIG"] = spec.tf_config
+    else:
+        os.environ.pop("TF_CONFIG", None)
+    train_fn, args = cloudpickle.loads(spec.payload)
+    ctx = WorkerContext(
+        rank=spec.rank,
+        num_workers=spec.num_workers,
+        output_dir=spec.output_dir,
+        backend=spec.backend,
+        num_cpus=spec.num_cpus,
+        inputs={name: ShardData(plan, path, spec.num_workers) for name, (plan, path) in spec.inputs.items()},
+    )
+    return train_fn(ctx, *args)
+
+
+def run_subprocess(spec: WorkerSpec, workdir: str, tail_lines: int = 100):
+    """Runs ``spec`` in a child Python process and returns ``train_fn``'s result.
+
+    Raises:
+        WorkerFailed: with the child's Python traceback if it raised, or its exit
+            status and last output lines if it died.
+    """
+    spec_path = os.path.join(workdir, f"worker-{spec.rank}.spec")
+    with open(spec_path, "wb") as f:
+        pickle.dump(spec, f)
+    env = dict(os.environ)
+    # The Spark Python worker found tfos_lib and the job's modules on sys.path
+    # (possibly from --py-files zips); the child needs the same path.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    from tfos_lib.tfenv import apply_tf_env
+
+    apply_tf_env(env)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tfos_lib.worker", spec_path],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+        cwd=workdir,
+    )
+    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+
+    def pump():
+        for raw in child.stdout:
+            line = raw.decode("utf-8", "replace")
+            tail.append(line)
+            sys.stderr.write(line)
+        sys.stderr.flush()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        returncode = child.wait()
+    except BaseException:
+        # The Spark task is being killed (e.g. another worker failed): take the
+        # TensorFlow process down with it rather than leave it in a collective.
+        child.kill()
+        child.wait()
+        raise
+    reader.join(timeout=10)
+    outcome = _read_result(spec.result_path)
+    if outcome is None:
+        how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+        raise WorkerFailed(
+            spec.rank, f"the worker process ended ({how}) without a result. Its last output:\n{''.join(tail)}"
+        )
+    if not outcome["ok"]:
+        raise WorkerFailed(spec.rank, outcome["traceback"])
+    return outcome["value"]
+
+
+def _read_result(path: str):
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except (FileNotFoundError, EOFError):
+        return None
+
+
+def _die_with_parent() -> None:
+    """Asks Linux to SIGKILL this child when its parent (the Spark Python worker) dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except OSError:
+        pass  # Not Linux: the explicit kill in run_subprocess still applies.
+
+
+def main(spec_path: str) -> int:
+    with open(spec_path, "rb") as f:
+        spec: WorkerSpec = pickle.load(f)
+    try:
+        outcome = {"ok": True, "value": run_in_process(spec)}
+        code = 0
+    except BaseException:
+        outcome = {"ok": False, "traceback": traceback.format_exc()}
+        code = 1
+    try:
+        data = pickle.dumps(outcome)
+    except Exception:
+        data = pickle.dumps(
+            {"ok": False, "traceback": "train_fn returned a value that cannot be pickled:\n" + traceback.format_exc()}
+        )
+        code = 1
+    tmp = spec.result_path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, spec.result_path)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
