@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Runs one job of this project with spark-submit.
+#
+#   ./spark-submit.sh <job> [spark-submit options] [-- job options]
+#
+#   ./spark-submit.sh mnist
+#   ./spark-submit.sh mnist --master 'local-cluster[2,1,2048]' -- --num-workers 2
+#   ./spark-submit.sh mnist --profile local -- --model logreg --epochs 5
+#
+# It finds jobs/<job>.py, packs tfos_lib into build/tfos_lib.zip for the executors
+# (--py-files), applies a Spark profile from conf/ (--profile NAME, or chosen from
+# --master: local[...] -> local, local-cluster[...] -> local-cluster), and makes
+# every Python process use legacy Keras (TF_USE_LEGACY_KERAS=1).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+jobs=$(cd "$here/jobs" && ls -1 ./*.py | sed 's|^\./||; s|\.py$||' | grep -v '^__init__$' | tr '\n' ' ')
+if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
+  echo "usage: $0 <job> [spark-submit options] [-- job options]   (jobs: $jobs)" >&2
+  exit 2
+fi
+job=$1
+shift
+script="$here/jobs/$job.py"
+if [[ ! -f $script ]]; then
+  echo "error: no job named '$job' (expected $script). Jobs: $jobs" >&2
+  exit 2
+fi
+
+spark_args=()
+job_args=()
+profile=""
+master=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --) shift; job_args=("$@"); break ;;
+    --profile) profile=$2; shift 2 ;;
+    --profile=*) profile=${1#--profile=}; shift ;;
+    --master) master=$2; spark_args+=("$1" "$2"); shift 2 ;;
+    --master=*) master=${1#--master=}; spark_args+=("$1"); shift ;;
+    *) spark_args+=("$1"); shift ;;
+  esac
+done
+if [[ -z $profile ]]; then
+  case $master in
+    local-cluster*) profile=local-cluster ;;
+    ""|local*) profile=local ;;
+    *)
+      echo "error: no profile matches --master $master; pass --profile NAME (one of: $(cd "$here/conf" && ls -1 ./*.conf | sed 's|^\./||; s|\.conf$||' | tr '\n' ' '))" >&2
+      exit 2 ;;
+  esac
+fi
+properties="$here/conf/$profile.conf"
+if [[ ! -f $properties ]]; then
+  echo "error: no Spark profile '$profile' (expected $properties)" >&2
+  exit 2
+fi
+
+if ! command -v java >/dev/null 2>&1 && [[ -z ${JAVA_HOME:-} ]]; then
+  echo "error: Java not found. Spark 4 needs Java 17 or newer: install it (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME." >&2
+  exit 1
+fi
+python=${PYSPARK_PYTHON:-$(command -v python3 || command -v python)}
+if ! "$python" -c "import pyspark, tfos_lib" 2>/dev/null; then
+  echo "error: $python cannot import pyspark and tfos_lib; install them first: $python -m pip install -e '$here'" >&2
+  exit 1
+fi
+submit=${SPARK_HOME:+$SPARK_HOME/bin/spark-submit}
+if [[ -z $submit ]]; then
+  submit="$("$python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')/bin/spark-submit"
+fi
+
+# Executors import tfos_lib from this zip, so a cluster needs only the third-party
+# packages installed (or shipped as a packed environment, see conf/).
+mkdir -p "$here/build"
+"$python" - "$here" <<'PY'
+import os, sys, zipfile
+root = sys.argv[1]
+with zipfile.ZipFile(os.path.join(root, "build", "tfos_lib.zip"), "w", zipfile.ZIP_DEFLATED) as zf:
+    for folder, dirs, files in os.walk(os.path.join(root, "tfos_lib")):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                zf.write(path, os.path.relpath(path, root))
+PY
+
+export TF_USE_LEGACY_KERAS=1
+export PYSPARK_PYTHON=$python
+export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$python}
+exec "$submit" \
+  --properties-file "$properties" \
+  --py-files "$here/build/tfos_lib.zip" \
+  --conf spark.executorEnv.TF_USE_LEGACY_KERAS=1 \
+  --conf "spark.pyspark.python=$python" \
+  "${spark_args[@]}" \
+  "$script" "${job_args[@]}"
