@@ -172,7 +172,10 @@ def stage(spark: "SparkSession", inputs: dict, num_workers: int) -> tuple["DataF
     from pyspark.sql import functions as F
 
     plans: dict[str, InputPlan] = {}
-    parts = [spark.range(0, num_workers, 1, 1).select(F.col("id").alias(SHARD_COLUMN))]
+    markers = spark.range(0, num_workers, 1, 1).select(
+        F.col("id").alias(SHARD_COLUMN), F.lit(None).cast("string").alias(INPUT_COLUMN)
+    )
+    parts = [markers]
     persisted = []
     for name, spec in inputs.items():
         spec = spec if isinstance(spec, Input) else Input(spec)
