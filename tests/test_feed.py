@@ -138,11 +138,6 @@ def test_per_worker_batch_size_suggests_multiples():
     assert "9 or 12" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="per_worker_batch_size: when global_batch_size < num_workers the suggestion is "
-    "'e.g. 3 or 3' (lower == 0 makes both alternatives num_workers); expected two distinct multiples.",
-)
 def test_per_worker_batch_size_suggests_two_distinct_multiples_for_small_batch():
     with pytest.raises(ValueError) as info:
         per_worker_batch_size(2, 3)
@@ -365,19 +360,7 @@ def test_partition_keys_map_key_k_to_partition_k(spark, n):
     assert sorted((r.shard, r.p) for r in rows) == [(k, k) for k in range(n)]
 
 
-_INT_KEY_BUG = (
-    "stage() builds the repartition key column from F.lit(k) of Python ints, i.e. IntegerType, but "
-    "partition_keys() derives the keys from pmod(hash(id), n) over spark.range's LongType id; Murmur3 hashes "
-    "an int and a long differently, so shard k is generally NOT in partition k (n=3: shards 0 and 1 land in "
-    "partition 0, partition 2 is empty; n=2 works by chance). The barrier task then fails with "
-    "'The staging lost its partitioning'."
-)
-
-
-@pytest.mark.parametrize(
-    "num_workers",
-    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_INT_KEY_BUG)) for n in (3, 5)],
-)
+@pytest.mark.parametrize("num_workers", [1, 2, 3, 5])
 def test_stage_key_column_puts_marker_k_in_partition_k(spark, num_workers):
     from pyspark.sql import functions as F
 
@@ -402,9 +385,7 @@ def _uneven_train_df(spark):
     )
 
 
-@pytest.mark.parametrize(
-    "num_workers", [1, 2, pytest.param(3, marks=pytest.mark.xfail(strict=True, reason=_INT_KEY_BUG))]
-)
+@pytest.mark.parametrize("num_workers", [1, 2, 3])
 def test_stage_lays_out_equal_shards(spark, tmp_path, num_workers):
     from pyspark.sql import functions as F
 

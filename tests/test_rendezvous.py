@@ -119,12 +119,6 @@ def test_find_free_port_on_loopback():
     assert make_tf_config([f"127.0.0.1:{port}"], 0)["cluster"]["worker"] == [f"127.0.0.1:{port}"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="make_tf_config validates the port with str.isdigit(), which is True for non-ASCII digits: "
-    "'host:\\u00b2' then fails in int() with a message that does not name the address, and "
-    "'host:\\u0661\\u0662\\u0663' (Arabic-Indic 123) is accepted and written verbatim into TF_CONFIG.",
-)
 @pytest.mark.parametrize("bad", ["host:\u00b2", "host:\u0661\u0662\u0663"])
 def test_non_ascii_digit_port_is_rejected_by_name(bad):
     with pytest.raises(ValueError, match="host:port") as info:

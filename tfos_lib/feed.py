@@ -119,9 +119,10 @@ def per_worker_batch_size(global_batch_size: int, num_workers: int) -> int:
         raise ValueError(f"batch size must be >= 1; got {global_batch_size}.")
     if global_batch_size % num_workers:
         lower = global_batch_size - global_batch_size % num_workers
+        examples = f"{lower} or {lower + num_workers}" if lower else f"{num_workers} or {2 * num_workers}"
         raise ValueError(
             f"the global batch size {global_batch_size} does not split evenly across {num_workers} workers; "
-            f"use a multiple of {num_workers} (e.g. {lower or num_workers} or {lower + num_workers})."
+            f"use a multiple of {num_workers} (e.g. {examples})."
         )
     return global_batch_size // num_workers
 
@@ -212,7 +213,9 @@ def stage(spark: "SparkSession", inputs: dict, num_workers: int) -> tuple["DataF
         staged = staged.unionByName(part, allowMissingColumns=True)
     keys = partition_keys(spark, num_workers)
     staged = staged.withColumn(
-        KEY_COLUMN, F.element_at(F.array(*[F.lit(k) for k in keys]), F.col(SHARD_COLUMN).cast("int") + 1)
+        # Long keys, as partition_keys() hashed them: an int literal hashes differently.
+        KEY_COLUMN,
+        F.element_at(F.array(*[F.lit(k).cast("long") for k in keys]), F.col(SHARD_COLUMN).cast("int") + 1),
     ).repartition(num_workers, KEY_COLUMN)
     return staged, plans, persisted
 
@@ -343,7 +346,9 @@ def arrow_to_numpy(array, what: str) -> np.ndarray:
         raise ValueError(f"column {what} has {array.null_count} null values; fill or drop them before training.")
     if pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
         lengths = pc.list_value_length(array)
-        if len(array) == 0:
+        if pa.types.is_fixed_size_list(array.type):
+            width = array.type.list_size
+        elif len(array) == 0:
             width = 0
         else:
             low, high = pc.min_max(lengths).values()

@@ -37,7 +37,7 @@ def make_tf_config(worker_addresses: list[str], rank: int) -> dict:
         )
     for address in worker_addresses:
         host, _, port = address.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise ValueError(f"worker address must be 'host:port' with a port in 1..65535; got {address!r}.")
     duplicates = sorted({a for a in worker_addresses if worker_addresses.count(a) > 1})
     if duplicates:
