@@ -20,6 +20,8 @@ CORE = [
     "pyarrow>=18,<24",
     "pandas>=2.0,<3",
     "cloudpickle>=2.2",
+    # The chief writes TensorBoard logs; TF 2.21 no longer pulls tensorboard in itself.
+    "tensorboard>=2.20,<2.22",
     "matplotlib>=3.7",
     # Ships the offline default data of the MNIST job (its bundled 8x8 digits).
     "scikit-learn>=1.3",

@@ -131,7 +131,13 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config) -> dict:
         model = build_model(cfg)
     dataset = ctx.distributed_dataset("train", "image", "label", global_batch_size=cfg.batch_size, seed=cfg.seed + ctx.rank)
     started = time.perf_counter()
-    history = model.fit(dataset, epochs=cfg.epochs, steps_per_epoch=steps, verbose=2 if ctx.is_chief else 0)
+    history = model.fit(
+        dataset,
+        epochs=cfg.epochs,
+        steps_per_epoch=steps,
+        callbacks=ctx.callbacks(cfg.batch_size, cfg.checkpoint_every_steps),  # tfos: resume + progress
+        verbose=0,
+    )
     train_seconds = time.perf_counter() - started
     if not ctx.is_chief:
         return {}
@@ -154,6 +160,7 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config) -> dict:
         "y_pred": y_pred.tolist(),
         "examples_per_worker": train.num_rows * cfg.epochs,
         "steps_per_worker": steps * cfg.epochs,
+        "resumed_from_epoch": ctx.resumed_from_epoch,
         "train_seconds": train_seconds,
         "examples_per_second": examples / train_seconds,
     }
@@ -166,15 +173,8 @@ def main(argv=None) -> dict:
     spark = job.spark_session("mnist")
     train_df, test_df, source = load_data(spark, cfg)
     log.info("training %s on %s with %d %s worker(s)", cfg.model, source, cfg.num_workers, cfg.backend)
-    result = tfos_lib.run(
-        train_fn,
-        cfg,
-        num_workers=cfg.num_workers,
-        backend=cfg.backend,
-        inputs={"train": train_df, "test": tfos_lib.Input(test_df, shard=False)},
-        output_dir=cfg.output_dir,
-        spark=spark,
-    )
+    inputs = {"train": train_df, "test": tfos_lib.Input(test_df, shard=False)}
+    result = job.launch(train_fn, cfg, inputs, spark)
     y_true, y_pred = result.pop("y_true"), result.pop("y_pred")
     confusion = report.plot_confusion_matrix(
         f"{cfg.output_dir}/confusion_matrix.png", y_true, y_pred, [str(d) for d in range(10)],

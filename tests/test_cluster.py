@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tfos_lib
+from tfos_lib.monitor import Timeouts
 
 
 def _regression_frame(spark, rows=400):
@@ -93,7 +94,7 @@ def test_barrier_worker_failure_reaches_driver_with_traceback(spark, tmp_path):
 
 def test_too_many_workers_is_refused_with_both_numbers(spark):
     with pytest.raises(RuntimeError, match=r"num_workers=3 .* only 2"):
-        tfos_lib.run(train_linear, 1, num_workers=3, spark=spark, start_timeout=30)
+        tfos_lib.run(train_linear, 1, num_workers=3, spark=spark, timeouts=Timeouts(start=30))
 
 
 def test_unknown_backend(spark):

@@ -33,6 +33,9 @@ ALL_FLAGS = [
     "--epochs",
     "--batch-size",
     "--seed",
+    "--max-restarts",
+    "--checkpoint-every-steps",
+    "--stall-timeout",
     "--model",
     "--learning-rate",
     "--warmup-steps",
@@ -53,8 +56,9 @@ def _exit_message(capsys, argv):
 
 
 def test_flags_are_the_dashed_field_names():
-    assert [f.name for f in dataclasses.fields(DemoConfig)][:7] == [
+    assert [f.name for f in dataclasses.fields(DemoConfig)][:10] == [
         "data_dir", "output_dir", "num_workers", "backend", "epochs", "batch_size", "seed",
+        "max_restarts", "checkpoint_every_steps", "stall_timeout",
     ]
     options = [a.option_strings[0] for a in build_parser(DemoConfig)._actions if a.dest != "help"]
     assert options == ALL_FLAGS
@@ -72,6 +76,9 @@ def test_defaults():
         "epochs": 3,
         "batch_size": 32,
         "seed": 0,
+        "max_restarts": 0,
+        "checkpoint_every_steps": 0,
+        "stall_timeout": 600.0,
         "model": "logreg",
         "learning_rate": None,
         "warmup_steps": None,

@@ -25,7 +25,8 @@ _apply_tf_env()
 from tfos_lib.cluster import BACKENDS, WorkerError, run  # noqa: E402
 from tfos_lib.context import WorkerContext  # noqa: E402
 from tfos_lib.feed import Input  # noqa: E402
+from tfos_lib.monitor import LauncherTimeout, Timeouts  # noqa: E402
 from tfos_lib.tfenv import import_tensorflow  # noqa: E402
 
-__all__ = ["BACKENDS", "Input", "WorkerContext", "WorkerError", "import_tensorflow", "run"]
+__all__ = ["BACKENDS", "Input", "LauncherTimeout", "Timeouts", "WorkerContext", "WorkerError", "import_tensorflow", "run"]
 __version__ = "0.1.0"

@@ -9,11 +9,14 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from typing import Any, Callable
 
 from tfos_lib import feed
-from tfos_lib.feed import InputPlan, ShardData
+from tfos_lib.feed import InputPlan
+from tfos_lib.monitor import LauncherTimeout, Monitor, Timeouts
 from tfos_lib.worker import WorkerFailed, WorkerSpec, run_in_process, run_subprocess
 
 log = logging.getLogger("tfos_lib")
@@ -46,13 +49,16 @@ def run(
     inputs: dict | None = None,
     output_dir: str | None = None,
     spark=None,
-    start_timeout: float = 60.0,
+    max_restarts: int = 0,
+    timeouts: Timeouts | None = None,
 ) -> Any:
     """Runs ``train_fn(ctx, *args)`` on ``num_workers`` workers and returns the chief's return value.
 
     Runs on the driver. Each worker gets a :class:`~tfos_lib.context.WorkerContext`
     (rank, world size, chief flag, output directory, its share of ``inputs``);
-    ``ctx.strategy()`` is the ``MultiWorkerMirroredStrategy`` joining them.
+    ``ctx.strategy()`` is the ``MultiWorkerMirroredStrategy`` joining them, and
+    ``ctx.callbacks(...)`` the Keras callbacks for checkpoints, live progress and
+    TensorBoard.
 
     Args:
         train_fn: ``train_fn(ctx, *args)``; must be picklable (module-level or a
@@ -68,7 +74,10 @@ def run(
             executor and the driver on a real cluster (a shared or distributed
             filesystem path). Defaults to a new temporary directory.
         spark: the SparkSession; default: the active one.
-        start_timeout: seconds to wait for enough executors to register.
+        max_restarts: after a worker fails or a timeout fires, relaunch all workers up
+            to this many times; training resumes from the last checkpoint
+            (``ctx.callbacks``). 0 (default) fails at once.
+        timeouts: the launcher's bounded waits (:class:`~tfos_lib.monitor.Timeouts`).
 
     Returns:
         What ``train_fn`` returned on rank 0.
@@ -76,7 +85,8 @@ def run(
     Raises:
         ValueError: bad arguments (unknown backend, workers < 1, ...).
         RuntimeError: the cluster has fewer task slots than ``num_workers``.
-        WorkerError: a worker raised; carries its rank and Python traceback.
+        WorkerError: a worker raised or died; carries its rank and Python traceback.
+        LauncherTimeout: a bounded wait ran out; names the worker and what it was doing.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}; got {backend!r}.")
@@ -87,6 +97,9 @@ def run(
             f"the local backend runs exactly one in-process worker; got num_workers={num_workers}. "
             "Use backend='barrier' for more."
         )
+    if max_restarts < 0:
+        raise ValueError(f"max_restarts must be >= 0; got {max_restarts}.")
+    timeouts = timeouts or Timeouts()
     inputs = dict(inputs or {})
     output_dir = os.path.abspath(output_dir or tempfile.mkdtemp(prefix="tfos-output-"))
     os.makedirs(output_dir, exist_ok=True)
@@ -95,15 +108,27 @@ def run(
 
         spark = SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
     payload = _pickle_train_fn(train_fn, args)
+    if backend != "local":
+        check_slots(spark.sparkContext, num_workers, timeouts.start)
 
-    if backend == "local":
-        return _run_local(spark, payload, inputs, output_dir)
-    check_slots(spark.sparkContext, num_workers, start_timeout)
-    if backend == "tfos":
-        from tfos_lib import tfos_backend
+    with Monitor(num_workers, timeouts) as monitor:
+        for attempt in range(max_restarts + 1):
+            monitor.stage_started()
+            try:
+                if backend == "local":
+                    return _run_local(spark, payload, inputs, output_dir, monitor.address)
+                if backend == "tfos":
+                    from tfos_lib import tfos_backend
 
-        return tfos_backend.run(spark, payload, num_workers, inputs, output_dir, start_timeout)
-    return _run_barrier(spark, payload, num_workers, inputs, output_dir)
+                    return tfos_backend.run(spark, payload, num_workers, inputs, output_dir, timeouts, monitor)
+                return _run_barrier(spark, payload, num_workers, inputs, output_dir, monitor, attempt)
+            except (WorkerError, LauncherTimeout) as error:
+                if attempt == max_restarts or backend == "local":
+                    raise
+                log.warning(
+                    "attempt %d of %d failed; relaunching all %d workers, resuming from the last checkpoint:\n%s",
+                    attempt + 1, max_restarts + 1, num_workers, error,
+                )
 
 
 def _pickle_train_fn(train_fn: Callable, args: tuple) -> bytes:
@@ -189,7 +214,7 @@ def _slots_message(num_workers: int, slots: int, conf: dict, how: str) -> str:
 # Backends.
 
 
-def _run_local(spark, payload: bytes, inputs: dict, output_dir: str) -> Any:
+def _run_local(spark, payload: bytes, inputs: dict, output_dir: str, monitor_address: str) -> Any:
     """One worker in this process; DataFrames are collected to local Arrow files."""
     import pyarrow as pa
 
@@ -204,13 +229,14 @@ def _run_local(spark, payload: bytes, inputs: dict, output_dir: str) -> Any:
             with pa.ipc.new_file(path, table.schema) as writer:
                 writer.write_table(table)
             shards[name] = (plan, path)
-        spec = WorkerSpec(0, 1, output_dir, "local", os.cpu_count() or 1, None, shards, payload, "")
+        spec = WorkerSpec(0, 1, output_dir, "local", os.cpu_count() or 1, None, shards, payload, "", monitor_address)
+        # Exceptions propagate unchanged: this backend is for debugging.
         return run_in_process(spec)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run_barrier(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str) -> Any:
+def _run_barrier(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, monitor, attempt: int) -> Any:
     staged, plans, persisted = feed.stage(spark, inputs, num_workers)
     for plan in plans.values():
         if plan.dropped_rows:
@@ -218,11 +244,17 @@ def _run_barrier(spark, payload: bytes, num_workers: int, inputs: dict, output_d
                 "input %r: %d rows -> %d workers x %d rows; %d left-over rows not used this run",
                 plan.name, plan.total_rows, num_workers, plan.rows_per_worker, plan.dropped_rows,
             )
-    task = functools.partial(_barrier_task, payload=payload, plans=plans, num_workers=num_workers, output_dir=output_dir)
+    task = functools.partial(
+        _barrier_task,
+        payload=payload,
+        plans=plans,
+        num_workers=num_workers,
+        output_dir=output_dir,
+        monitor_address=monitor.address,
+        attempt=attempt,
+    )
     try:
-        rows = staged.mapInArrow(task, _RESULT_SCHEMA, barrier=True).collect()
-    except Exception as error:  # Py4JJavaError or pyspark's captured exceptions
-        raise _worker_error(error) from None
+        rows = collect_watched(spark, staged.mapInArrow(task, _RESULT_SCHEMA, barrier=True), monitor)
     finally:
         for df in persisted:
             df.unpersist()
@@ -232,7 +264,53 @@ def _run_barrier(spark, payload: bytes, num_workers: int, inputs: dict, output_d
     return cloudpickle.loads(chief[0].value)
 
 
-def _barrier_task(batches, *, payload: bytes, plans: dict[str, InputPlan], num_workers: int, output_dir: str):
+def collect_watched(spark, df, monitor, poll_seconds: float = 0.5) -> list:
+    """``df.collect()`` in a Spark job group, cancelled when the monitor's deadlines pass.
+
+    Raises:
+        WorkerError: a task failed (with the worker's traceback when it has one).
+        LauncherTimeout: from ``monitor.check()``, after cancelling the job.
+    """
+    sc = spark.sparkContext
+    group = f"tfos_lib-{uuid.uuid4().hex[:12]}"
+    outcome: dict = {}
+
+    def collect():
+        sc.setJobGroup(group, "tfos_lib training", interruptOnCancel=True)
+        try:
+            outcome["rows"] = df.collect()
+        except Exception as error:  # Py4JJavaError or pyspark's captured exceptions
+            outcome["error"] = error
+        finally:
+            sc.setLocalProperty("spark.jobGroup.id", None)
+
+    thread = threading.Thread(target=collect, name="tfos-collect", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(poll_seconds)
+        if not thread.is_alive():
+            break
+        try:
+            monitor.check()
+        except LauncherTimeout:
+            sc.cancelJobGroup(group)
+            thread.join(30)
+            raise
+    if "error" in outcome:
+        raise _worker_error(outcome["error"]) from None
+    return outcome["rows"]
+
+
+def _barrier_task(
+    batches,
+    *,
+    payload: bytes,
+    plans: dict[str, InputPlan],
+    num_workers: int,
+    output_dir: str,
+    monitor_address: str,
+    attempt: int,
+):
     """The Spark task of worker ``rank``: spill the shard, meet the others, train in a child process."""
     import pyarrow as pa
     from pyspark import BarrierTaskContext
@@ -265,6 +343,8 @@ def _barrier_task(batches, *, payload: bytes, plans: dict[str, InputPlan], num_w
             },
             payload=payload,
             result_path=os.path.join(workdir, "result.pkl"),
+            monitor_address=monitor_address,
+            attempt=attempt,
         )
         try:
             value = run_subprocess(spec, workdir)
@@ -281,10 +361,15 @@ def _barrier_task(batches, *, payload: bytes, plans: dict[str, InputPlan], num_w
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _worker_error(error: Exception) -> Exception:
-    """Digs a worker's own traceback out of Spark's exception text; other errors pass unchanged."""
+def _worker_error(error: Exception) -> WorkerError:
+    """Digs a worker's own traceback out of Spark's exception text.
+
+    A task that failed without one (its Python process died, the executor was lost)
+    becomes a WorkerError with the head of Spark's message.
+    """
     text = str(error)
     match = re.search(re.escape(_ERROR_START) + r"(\d+)\n(.*?)" + re.escape(_ERROR_END), text, re.S)
     if match:
         return WorkerError(int(match.group(1)), match.group(2))
-    return error
+    head = "\n".join([line for line in text.splitlines() if not line.lstrip().startswith("at ")][:40])
+    return WorkerError(None, f"a Spark task of the training stage failed without a Python traceback:\n{head}")

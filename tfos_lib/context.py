@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, field
 
 from tfos_lib.feed import ShardData
+from tfos_lib.monitor import Reporter
 
 
 @dataclass
@@ -23,6 +24,8 @@ class WorkerContext:
         num_cpus: CPU cores Spark gave this worker; TensorFlow's thread pools are
             sized to it.
         inputs: this worker's share of each input DataFrame, by name.
+        attempt: 0 on the first launch, n on the n-th restart after a failure.
+        reporter: sends progress to the driver (see :mod:`tfos_lib.monitor`).
     """
 
     rank: int
@@ -31,6 +34,11 @@ class WorkerContext:
     backend: str
     num_cpus: int = 1
     inputs: dict[str, ShardData] = field(default_factory=dict)
+    attempt: int = 0
+    reporter: Reporter = field(default_factory=lambda: Reporter(None, 0), repr=False)
+    #: The epoch (0-based) the first ``fit`` with :meth:`callbacks` started at: > 0 after
+    #: resuming from a checkpoint. None before ``fit``.
+    resumed_from_epoch: int | None = None
     _strategy: object = field(default=None, repr=False)
 
     @property
@@ -38,17 +46,35 @@ class WorkerContext:
         """True on rank 0, the worker that saves models and writes metrics."""
         return self.rank == 0
 
+    @property
+    def checkpoint_dir(self) -> str:
+        """Where the chief keeps the state a restarted run resumes from."""
+        return os.path.join(self.output_dir, "checkpoints")
+
+    def tf(self):
+        """The TensorFlow module (imported with legacy Keras, thread pools sized to :attr:`num_cpus`)."""
+        from tfos_lib.tfenv import configure_threads, import_tensorflow
+
+        tf = import_tensorflow()
+        configure_threads(tf, self.num_cpus)
+        return tf
+
+    def callbacks(self, global_batch_size: int, checkpoint_every_steps: int | None = None, tensorboard: bool = True):
+        """Keras callbacks for ``model.fit``: checkpoint/resume, live progress, TensorBoard.
+
+        See :func:`tfos_lib.callbacks.make_callbacks`.
+        """
+        from tfos_lib.callbacks import make_callbacks
+
+        return make_callbacks(self, global_batch_size, checkpoint_every_steps, tensorboard)
+
     def strategy(self):
         """The ``tf.distribute.MultiWorkerMirroredStrategy`` all workers train under (created once).
 
         With one worker it is a one-worker strategy, so job code is the same at any scale.
         """
         if self._strategy is None:
-            from tfos_lib.tfenv import configure_threads, import_tensorflow
-
-            tf = import_tensorflow()
-            configure_threads(tf, self.num_cpus)
-            self._strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            self._strategy = self.tf().distribute.MultiWorkerMirroredStrategy()
         return self._strategy
 
     def data(self, name: str) -> ShardData:

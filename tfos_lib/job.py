@@ -35,11 +35,21 @@ class JobConfig:
     epochs: int = field(default=1, metadata={"help": "passes over the training data"})
     batch_size: int = field(default=32, metadata={"help": "global batch size (summed over workers)"})
     seed: int = field(default=0, metadata={"help": "random seed for splits, shuffling and initialisation"})
+    max_restarts: int = field(
+        default=0, metadata={"help": "relaunch the workers this many times after a failure, resuming from the checkpoint"}
+    )
+    checkpoint_every_steps: int = field(
+        default=0, metadata={"help": "also checkpoint every N steps (0: at the end of every epoch only)"}
+    )
+    stall_timeout: float = field(
+        default=600.0, metadata={"help": "seconds a worker may go without finishing a training step before the job fails"}
+    )
 
     def __post_init__(self):
-        for name in ("num_workers", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}.")
+        for name, low in (("num_workers", 1), ("epochs", 1), ("batch_size", 1), ("max_restarts", 0),
+                          ("checkpoint_every_steps", 0), ("stall_timeout", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{_flag(name)} must be >= {low}; got {getattr(self, name)}.")
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {list(BACKENDS)}; got {self.backend!r}.")
 
@@ -101,6 +111,24 @@ def spark_session(app_name: str):
     return builder.getOrCreate()
 
 
+def launch(train_fn, cfg: JobConfig, inputs: dict, spark):
+    """``tfos_lib.run(train_fn, cfg, ...)`` with the common options of ``cfg`` (driver side)."""
+    from tfos_lib.cluster import run
+    from tfos_lib.monitor import Timeouts
+
+    return run(
+        train_fn,
+        cfg,
+        num_workers=cfg.num_workers,
+        backend=cfg.backend,
+        inputs=inputs,
+        output_dir=cfg.output_dir,
+        spark=spark,
+        max_restarts=cfg.max_restarts,
+        timeouts=Timeouts(stall=cfg.stall_timeout),
+    )
+
+
 def setup_logging() -> logging.Logger:
     """INFO lines from tfos_lib and jobs on stderr, with a timestamp."""
     logging.basicConfig(
@@ -122,11 +150,12 @@ def run_main(main) -> None:
     anything else keeps its full traceback.
     """
     from tfos_lib.cluster import WorkerError
+    from tfos_lib.monitor import LauncherTimeout
 
     code = 0
     try:
         main()
-    except (FileNotFoundError, ValueError, WorkerError) as error:
+    except (FileNotFoundError, ValueError, WorkerError, LauncherTimeout) as error:
         print(f"error: {error}", file=sys.stderr)
         code = 1
     finally:

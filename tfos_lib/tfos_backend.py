@@ -37,7 +37,7 @@ from tfos_lib.worker import WorkerSpec, run_in_process
 log = logging.getLogger("tfos_lib")
 
 
-def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, timeout: float):
+def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, timeouts, monitor):
     """Runs the job through ``TFCluster.run`` and returns the chief's value (driver side)."""
     try:
         from tensorflowonspark import TFCluster
@@ -64,7 +64,8 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
         "num_workers": num_workers,
         "output_dir": output_dir,
         "results_dir": results_dir,
-        "feed_timeout": timeout,
+        "feed_timeout": timeouts.rendezvous,
+        "monitor_address": monitor.address,
     }
     cluster = TFCluster.run(
         sc,
@@ -74,12 +75,12 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
         num_ps=0,
         input_mode=TFCluster.InputMode.SPARK,
         master_node="chief",
-        reservation_timeout=int(timeout),
+        reservation_timeout=int(timeouts.start),
     )
     try:
-        cluster.train(rdd, num_epochs=1, feed_timeout=int(timeout))
+        cluster.train(rdd, num_epochs=1, feed_timeout=int(timeouts.rendezvous))
         # Feeding ends before training does; the workers report when they are done.
-        outcomes = _wait_for_results(results_dir, num_workers)
+        outcomes = _wait_for_results(results_dir, num_workers, monitor)
     finally:
         try:
             cluster.shutdown(timeout=-1)
@@ -99,8 +100,8 @@ def _row_to_item(row, names: tuple[str, ...]):
     return (name, tuple(row[name])) if name in names else (None, None)
 
 
-def _wait_for_results(results_dir: str, num_workers: int, poll_seconds: float = 0.5) -> dict:
-    """Waits for every worker's result file, or the first failure."""
+def _wait_for_results(results_dir: str, num_workers: int, monitor, poll_seconds: float = 0.5) -> dict:
+    """Waits for every worker's result file, or the first failure, within the monitor's deadlines."""
     outcomes: dict[int, dict] = {}
     while len(outcomes) < num_workers:
         for path in glob.glob(os.path.join(results_dir, "rank-*.pkl")):
@@ -110,6 +111,7 @@ def _wait_for_results(results_dir: str, num_workers: int, poll_seconds: float = 
                     outcomes[rank] = pickle.load(f)
                 if not outcomes[rank]["ok"]:
                     return outcomes
+        monitor.check()
         time.sleep(poll_seconds)
     return outcomes
 
@@ -132,6 +134,7 @@ def _tfos_main(tf_args: dict, ctx) -> None:
             inputs={name: (plan, paths.get(name)) for name, plan in plans.items()},
             payload=tf_args["payload"],
             result_path="",
+            monitor_address=tf_args["monitor_address"],
         )
         value = run_in_process(spec)
         outcome["value"] = value if rank == 0 else None

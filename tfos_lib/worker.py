@@ -21,13 +21,14 @@ import collections
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import threading
-import traceback
 from dataclasses import dataclass
 
 from tfos_lib.feed import InputPlan, ShardData
+from tfos_lib.monitor import Reporter
 
 
 @dataclass
@@ -43,6 +44,8 @@ class WorkerSpec:
     inputs: dict[str, tuple[InputPlan, str | None]]
     payload: bytes  # cloudpickle of (train_fn, args)
     result_path: str
+    monitor_address: str | None = None
+    attempt: int = 0
 
 
 class WorkerFailed(RuntimeError):
@@ -67,6 +70,8 @@ def run_in_process(spec: WorkerSpec):
     else:
         os.environ.pop("TF_CONFIG", None)
     train_fn, args = cloudpickle.loads(spec.payload)
+    reporter = Reporter(spec.monitor_address, spec.rank)
+    reporter.send("started", host=socket.gethostname(), attempt=spec.attempt)
     ctx = WorkerContext(
         rank=spec.rank,
         num_workers=spec.num_workers,
@@ -74,8 +79,15 @@ def run_in_process(spec: WorkerSpec):
         backend=spec.backend,
         num_cpus=spec.num_cpus,
         inputs={name: ShardData(plan, path, spec.num_workers) for name, (plan, path) in spec.inputs.items()},
+        attempt=spec.attempt,
+        reporter=reporter,
     )
-    return train_fn(ctx, *args)
+    try:
+        value = train_fn(ctx, *args)
+        reporter.send("done")
+        return value
+    finally:
+        reporter.close()
 
 
 def run_subprocess(spec: WorkerSpec, workdir: str, tail_lines: int = 100):
@@ -97,7 +109,7 @@ def run_subprocess(spec: WorkerSpec, workdir: str, tail_lines: int = 100):
 
     apply_tf_env(env)
     child = subprocess.Popen(
-        [sys.executable, "-m", "tfos_lib.worker", spec_path],
+        [sys.executable, "-m", "tfos_lib.worker_main", spec_path],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -154,30 +166,3 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
     except OSError:
         pass  # Not Linux: the explicit kill in run_subprocess still applies.
-
-
-def main(spec_path: str) -> int:
-    with open(spec_path, "rb") as f:
-        spec: WorkerSpec = pickle.load(f)
-    try:
-        outcome = {"ok": True, "value": run_in_process(spec)}
-        code = 0
-    except BaseException:
-        outcome = {"ok": False, "traceback": traceback.format_exc()}
-        code = 1
-    try:
-        data = pickle.dumps(outcome)
-    except Exception:
-        data = pickle.dumps(
-            {"ok": False, "traceback": "train_fn returned a value that cannot be pickled:\n" + traceback.format_exc()}
-        )
-        code = 1
-    tmp = spec.result_path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, spec.result_path)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,124 @@
+"""Fail fast, resume, time out: the launcher's behaviour when workers fail or hang."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import tfos_lib
+from tfos_lib.monitor import Timeouts
+
+EPOCHS = 4
+
+
+def _frame(spark, rows=240):
+    from pyspark.sql import functions as F
+
+    x = (F.col("id") % 13) / 13.0
+    return spark.range(0, rows, 1, 2).select(F.array(x.cast("float")).alias("x"), (3 * x + 1).cast("float").alias("y"))
+
+
+def train_with_fault(ctx, fault: str, at_epoch: int, on_rank: int):
+    """Trains EPOCHS epochs with checkpoints; on the first attempt, `on_rank` misbehaves at `at_epoch` (0-based).
+
+    fault: "raise" (an exception at step 3 of that epoch), "kill" (SIGKILL of its own
+    process at the start of that epoch) or "hang" (sleeps inside a step).
+    """
+    tf = ctx.tf()
+    tf.keras.utils.set_random_seed(0)
+
+    class Fault(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+            if fault == "kill" and self._armed(epoch):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self._armed(self.epoch) and batch == 2:
+                if fault == "raise":
+                    raise ValueError(f"injected failure on rank {ctx.rank} at epoch {self.epoch} step {batch}")
+                if fault == "hang":
+                    time.sleep(3600)
+
+        def _armed(self, epoch):
+            return ctx.attempt == 0 and ctx.rank == on_rank and epoch == at_epoch
+
+    with ctx.strategy().scope():
+        model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(1,))])
+        model.compile(tf.keras.optimizers.SGD(0.1), "mse")
+    steps = ctx.data("train").steps_per_epoch(20)
+    model.fit(
+        ctx.distributed_dataset("train", "x", "y", global_batch_size=20),
+        steps_per_epoch=steps,
+        epochs=EPOCHS,
+        callbacks=[*ctx.callbacks(20), Fault()],
+        verbose=0,
+    )
+    return {"resumed_from_epoch": ctx.resumed_from_epoch, "attempt": ctx.attempt, "w": float(model.get_weights()[0][0, 0])}
+
+
+def _run(spark, tmp_path, *args, **kwargs):
+    return tfos_lib.run(
+        train_with_fault, *args, num_workers=2, inputs={"train": _frame(spark)}, output_dir=str(tmp_path), spark=spark,
+        **kwargs,
+    )
+
+
+@pytest.mark.timeout(60)
+def test_worker_raising_mid_training_fails_the_job_fast(spark, tmp_path):
+    with pytest.raises(tfos_lib.WorkerError) as caught:
+        _run(spark, tmp_path, "raise", 1, 1)
+    assert caught.value.rank == 1
+    assert "ValueError: injected failure on rank 1 at epoch 1 step 2" in str(caught.value)
+
+
+def test_killed_worker_is_relaunched_and_resumes_from_checkpoint(spark, tmp_path):
+    result = _run(spark, tmp_path, "kill", 2, 1, max_restarts=1)
+    # Epochs 0 and 1 were checkpointed before rank 1 died at the start of epoch 2.
+    assert result["attempt"] == 1
+    assert result["resumed_from_epoch"] == 2
+    # Training completed, so the resume state was cleared.
+    assert not (tmp_path / "checkpoints").exists() or not os.listdir(tmp_path / "checkpoints")
+
+
+def test_rerunning_after_a_failure_resumes_instead_of_starting_over(spark, tmp_path):
+    with pytest.raises(tfos_lib.WorkerError):
+        _run(spark, tmp_path, "raise", 2, 0)
+    assert (tmp_path / "checkpoints").exists()
+    # Same command again: attempt 0 again, so make the fault unreachable (epoch 99).
+    result = _run(spark, tmp_path, "raise", 99, 0)
+    assert result["resumed_from_epoch"] == 2
+
+
+def test_stalled_worker_times_out_with_a_message_naming_it(spark, tmp_path):
+    with pytest.raises(tfos_lib.LauncherTimeout) as caught:
+        _run(spark, tmp_path, "hang", 1, 1, timeouts=Timeouts(stall=8))
+    message = str(caught.value)
+    assert "made no progress for 8 s while training (epoch 2" in message
+    assert "--stall-timeout" in message
+
+
+def test_monitor_rendezvous_timeout_names_missing_workers():
+    from tfos_lib.monitor import LauncherTimeout, Monitor
+
+    with Monitor(3, Timeouts(rendezvous=0.0)) as monitor:
+        monitor.stage_started()
+        monitor._receive({"kind": "started", "rank": 1, "host": "h1"})
+        time.sleep(0.01)
+        with pytest.raises(LauncherTimeout, match=r"worker\(s\) \[0, 2\] did not start"):
+            monitor.check()
+
+
+def test_epoch_line_format():
+    from tfos_lib.monitor import format_epoch
+
+    line = format_epoch({"kind": "epoch", "rank": 0, "epoch": 3, "epochs": 10, "loss": 0.5, "accuracy": 0.875,
+                         "examples_per_second": 1234.5, "seconds": 2.0})
+    assert line == "epoch 3/10: loss=0.5000 accuracy=0.8750 - 1,234 examples/s (2.0 s)"
