@@ -60,7 +60,7 @@ def _progress_callback(tf, ctx, global_batch_size: int):
 
         def on_train_batch_end(self, batch, logs=None):
             self._steps += 1
-            self._beat()
+            self._beat(force=self._steps == 1)  # the driver logs when the first step is done
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self._epoch_started

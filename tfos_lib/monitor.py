@@ -68,6 +68,7 @@ class Monitor:
         self._epochs: list[dict] = []
         self._stage_started: float | None = None
         self._chief_done_at: float | None = None
+        self._first_step_logged = False
         monitor = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -106,6 +107,7 @@ class Monitor:
             self._state.clear()
             self._stage_started = time.monotonic()
             self._chief_done_at = None
+            self._first_step_logged = False
 
     def _receive(self, event: dict) -> None:
         rank = int(event.get("rank", -1))
@@ -116,7 +118,14 @@ class Monitor:
             state["seen"] = now
             if kind == "started":
                 state.update(phase="starting TensorFlow", host=event.get("host"))
+                if len(self._state) == self.num_workers and all("host" in v for v in self._state.values()):
+                    log.info(
+                        "all %d workers started %.1f s after launch", self.num_workers, now - self._stage_started
+                    )
             elif kind == "heartbeat":
+                if rank == 0 and event.get("step") and not self._first_step_logged:
+                    self._first_step_logged = True
+                    log.info("first training step done %.1f s after launch", now - self._stage_started)
                 state.update(phase="fit", epoch=event.get("epoch"), step=event.get("step"))
             elif kind == "idle":
                 state["phase"] = "outside fit"
