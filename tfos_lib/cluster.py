@@ -316,6 +316,7 @@ def _barrier_task(
     from pyspark import BarrierTaskContext
 
     from tfos_lib.rendezvous import find_free_port, tf_config_json
+    from tfos_lib.tfenv import task_gpus
 
     context = BarrierTaskContext.get()
     rank = context.partitionId()
@@ -345,6 +346,7 @@ def _barrier_task(
             result_path=os.path.join(workdir, "result.pkl"),
             monitor_address=monitor_address,
             attempt=attempt,
+            gpus=task_gpus(context),  # tfos: each worker sees only its own GPUs
         )
         try:
             value = run_subprocess(spec, workdir)

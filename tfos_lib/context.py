@@ -35,6 +35,8 @@ class WorkerContext:
     num_cpus: int = 1
     inputs: dict[str, ShardData] = field(default_factory=dict)
     attempt: int = 0
+    #: GPU addresses Spark assigned to this worker (also its CUDA_VISIBLE_DEVICES); None without GPU scheduling.
+    gpus: tuple[str, ...] | None = None
     reporter: Reporter = field(default_factory=lambda: Reporter(None, 0), repr=False)
     #: The epoch (0-based) the first ``fit`` with :meth:`callbacks` started at: > 0 after
     #: resuming from a checkpoint. None before ``fit``.

@@ -32,6 +32,30 @@ def apply_tf_env(environ: dict | None = None) -> None:
     environ["TF_USE_LEGACY_KERAS"] = "1"
 
 
+def gpu_env(gpus) -> dict[str, str]:
+    """Environment that shows a worker only the GPUs Spark assigned to its task.
+
+    Args:
+        gpus: the task's GPU addresses (from ``TaskContext.resources()``), or None
+            when the task requested no GPUs (nothing is changed then).
+    """
+    if gpus is None:
+        return {}
+    return {
+        "CUDA_VISIBLE_DEVICES": ",".join(gpus),
+        # Workers sharing a host must not each grab all of its GPU memory up front.
+        "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+    }
+
+
+def task_gpus(task_context) -> tuple[str, ...] | None:
+    """The GPU addresses Spark assigned to a task, or None if it has no GPU resource."""
+    resources = task_context.resources() if task_context is not None else {}
+    if "gpu" not in resources:
+        return None
+    return tuple(resources["gpu"].addresses)
+
+
 def import_tensorflow():
     """Imports TensorFlow with legacy Keras in force and returns the module.
 

@@ -46,6 +46,9 @@ class WorkerSpec:
     result_path: str
     monitor_address: str | None = None
     attempt: int = 0
+    #: GPU addresses Spark assigned to this task (``TaskContext.resources()["gpu"]``);
+    #: None when the task has no GPU resource (TensorFlow then sees what the host has).
+    gpus: tuple[str, ...] | None = None
 
 
 class WorkerFailed(RuntimeError):
@@ -80,6 +83,7 @@ def run_in_process(spec: WorkerSpec):
         num_cpus=spec.num_cpus,
         inputs={name: ShardData(plan, path, spec.num_workers) for name, (plan, path) in spec.inputs.items()},
         attempt=spec.attempt,
+        gpus=spec.gpus,
         reporter=reporter,
     )
     try:
@@ -105,9 +109,10 @@ def run_subprocess(spec: WorkerSpec, workdir: str, tail_lines: int = 100):
     # (possibly from --py-files zips); the child needs the same path.
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env["PYTHONUNBUFFERED"] = "1"
-    from tfos_lib.tfenv import apply_tf_env
+    from tfos_lib.tfenv import apply_tf_env, gpu_env
 
     apply_tf_env(env)
+    env.update(gpu_env(spec.gpus))
     child = subprocess.Popen(
         [sys.executable, "-m", "tfos_lib.worker_main", spec_path],
         env=env,
