@@ -9,7 +9,8 @@
 #
 # It finds jobs/<job>.py, packs tfos_lib into build/tfos_lib.zip for the executors
 # (--py-files), applies a Spark profile from conf/ (--profile NAME, or chosen from
-# --master: local[...] -> local, local-cluster[...] -> local-cluster), and makes
+# --master: local[...] -> local, local-cluster[...] -> local-cluster, spark:// ->
+# standalone, yarn -> yarn, k8s:// -> k8s), and makes
 # every Python process use legacy Keras (TF_USE_LEGACY_KERAS=1).
 set -euo pipefail
 
@@ -45,6 +46,9 @@ if [[ -z $profile ]]; then
   case $master in
     local-cluster*) profile=local-cluster ;;
     ""|local*) profile=local ;;
+    spark://*) profile=standalone ;;
+    yarn) profile=yarn ;;
+    k8s://*) profile=k8s ;;
     *)
       echo "error: no profile matches --master $master; pass --profile NAME (one of: $(cd "$here/conf" && ls -1 ./*.conf | sed 's|^\./||; s|\.conf$||' | tr '\n' ' '))" >&2
       exit 2 ;;

@@ -1,0 +1,52 @@
+"""A real standalone cluster on this host (cluster/local-standalone.sh) running the MNIST job."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from tfos_lib.rendezvous import find_free_port
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "cluster", "local-standalone.sh")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_mnist_on_a_two_worker_standalone_cluster(tmp_path):
+    port, ui_port = find_free_port("127.0.0.1"), find_free_port("127.0.0.1")
+    env = dict(os.environ, SPARK_MASTER_PORT=str(port), SPARK_MASTER_WEBUI_PORT=str(ui_port),
+               TFOS_STANDALONE_DIR=str(tmp_path / "cluster"))
+    started = subprocess.run([SCRIPT, "start", "2"], env=env, capture_output=True, text=True, timeout=180)
+    pids = [int(p.read_text()) for p in (tmp_path / "cluster").glob("*.pid")]
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert f"master: spark://127.0.0.1:{port}" in started.stdout
+        assert f"web UI: http://127.0.0.1:{ui_port}" in started.stdout
+        assert len(pids) == 3
+        job = subprocess.run(
+            [os.path.join(REPO, "spark-submit.sh"), "mnist", "--master", f"spark://127.0.0.1:{port}", "--",
+             "--num-workers", "2", "--epochs", "3", "--output-dir", str(tmp_path / "out")],
+            env=env, capture_output=True, text=True, timeout=900,
+        )
+        assert job.returncode == 0, job.stderr[-5000:]
+        metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+        assert metrics["num_workers"] == 2 and metrics["examples_per_worker"] == 673 * 3
+        assert metrics["test_accuracy"] > 0.8
+    finally:
+        stopped = subprocess.run([SCRIPT, "stop"], env=env, capture_output=True, text=True, timeout=60)
+    assert stopped.returncode == 0 and "stopped 3 process(es)" in stopped.stdout
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+def test_start_rejects_a_bad_worker_count(tmp_path):
+    env = dict(os.environ, TFOS_STANDALONE_DIR=str(tmp_path / "cluster"))
+    run = subprocess.run([SCRIPT, "start", "zero"], env=env, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2 and "positive number of workers" in run.stderr
