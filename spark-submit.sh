@@ -6,6 +6,7 @@
 #   ./spark-submit.sh mnist
 #   ./spark-submit.sh mnist --master 'local-cluster[2,1,2048]' -- --num-workers 2
 #   ./spark-submit.sh mnist --profile local -- --model logreg --epochs 5
+#   ./spark-submit.sh mnist --master yarn --profile yarn+gpu -- --num-workers 4
 #
 # It finds jobs/<job>.py, packs tfos_lib into build/tfos_lib.zip for the executors
 # (--py-files), applies a Spark profile from conf/ (--profile NAME, or chosen from
@@ -54,11 +55,19 @@ if [[ -z $profile ]]; then
       exit 2 ;;
   esac
 fi
-properties="$here/conf/$profile.conf"
-if [[ ! -f $properties ]]; then
-  echo "error: no Spark profile '$profile' (expected $properties)" >&2
-  exit 2
-fi
+# A profile may stack overlays: --profile standalone+gpu+security (later files win).
+mkdir -p "$here/build"
+properties="$here/build/spark-${profile//+/-}.conf"
+: >"$properties"
+IFS=+ read -r -a parts <<<"$profile"
+for part in "${parts[@]}"; do
+  if [[ ! -f $here/conf/$part.conf ]]; then
+    echo "error: no Spark profile '$part' (expected $here/conf/$part.conf); profiles: $(cd "$here/conf" && ls -1 ./*.conf | sed 's|^\./||; s|\.conf$||' | tr '\n' ' ')" >&2
+    exit 2
+  fi
+  # ${TFOS_HOME} in a profile stands for this checkout (e.g. the GPU discovery script).
+  sed "s|\${TFOS_HOME}|$here|g" "$here/conf/$part.conf" >>"$properties"
+done
 
 if ! command -v java >/dev/null 2>&1 && [[ -z ${JAVA_HOME:-} ]]; then
   echo "error: Java not found. Spark 4 needs Java 17 or newer: install it (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME." >&2
@@ -75,8 +84,7 @@ if [[ -z $submit ]]; then
 fi
 
 # Executors import tfos_lib from this zip, so a cluster needs only the third-party
-# packages installed (or shipped as a packed environment, see conf/).
-mkdir -p "$here/build"
+# packages installed (or shipped as a packed environment, see cluster/pack-env.sh).
 "$python" - "$here" <<'PY'
 import os, sys, zipfile
 root = sys.argv[1]

@@ -1,0 +1,106 @@
+"""Offline checks of the cluster tooling: Spark profiles, the flintrock template, cluster/ec2.sh."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONF = os.path.join(REPO, "conf")
+EC2_ENV = {"EC2_KEY_NAME": "test-key", "EC2_IDENTITY_FILE": "/keys/test.pem", "EC2_REGION": "us-west-2",
+           "EC2_AMI": "ami-0123456789abcdef0"}
+
+
+def _properties(name: str) -> dict[str, str]:
+    pairs = {}
+    for line in open(os.path.join(CONF, f"{name}.conf")):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            pairs[key] = value.strip()
+    return pairs
+
+
+@pytest.mark.parametrize("name", ["local", "local-cluster", "standalone", "yarn", "k8s", "ec2", "gpu", "security"])
+def test_every_setting_has_a_comment(name):
+    lines = open(os.path.join(CONF, f"{name}.conf")).read().splitlines()
+    assert lines[0].startswith("#"), f"{name}.conf should open with a comment saying what it is for"
+    # Every run of settings is preceded by a comment block.
+    blocks = re.split(r"\n\s*\n", "\n".join(lines))
+    for block in blocks:
+        block_lines = [b for b in block.splitlines() if b.strip()]
+        if any(not b.startswith("#") for b in block_lines):
+            assert block_lines[0].startswith("#"), f"{name}.conf: uncommented settings:\n{block}"
+
+
+@pytest.mark.parametrize("name", ["standalone", "yarn", "k8s", "ec2"])
+def test_cluster_profiles_keep_barrier_mode_safe(name):
+    props = _properties(name)
+    assert props["spark.dynamicAllocation.enabled"] == "false"
+    assert props["spark.task.maxFailures"] == "1"
+    assert props["spark.executorEnv.TF_USE_LEGACY_KERAS"] == "1"
+
+
+def test_gpu_and_security_overlays():
+    gpu = _properties("gpu")
+    assert gpu["spark.task.resource.gpu.amount"] == "1" and gpu["spark.executor.resource.gpu.amount"] == "1"
+    security = _properties("security")
+    assert security["spark.authenticate"] == "true" and security["spark.network.crypto.enabled"] == "true"
+    assert "gRPC traffic between workers" in open(os.path.join(CONF, "security.conf")).read()
+
+
+def test_spark_submit_stacks_profiles_and_rejects_unknown_ones(tmp_path):
+    run = subprocess.run([os.path.join(REPO, "spark-submit.sh"), "mnist", "--profile", "standalone+nope"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "no Spark profile 'nope'" in run.stderr
+    run = subprocess.run([os.path.join(REPO, "spark-submit.sh"), "nojob"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "no job named 'nojob'" in run.stderr and "mnist" in run.stderr
+
+
+def _render(tmp_path):
+    env = dict(os.environ, **EC2_ENV)
+    run = subprocess.run([os.path.join(REPO, "cluster", "ec2.sh"), "--dry-run", "launch"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return run.stdout, os.path.join(REPO, "build", "flintrock.yaml")
+
+
+def test_flintrock_template_loads_with_flintrocks_own_config_handling(tmp_path):
+    flintrock = pytest.importorskip("flintrock.flintrock", reason="flintrock is not installed (pip install flintrock)")
+    import yaml
+
+    _, rendered = _render(tmp_path)
+    config = flintrock.normalize_keys(yaml.safe_load(open(rendered)))
+    defaults = flintrock.config_to_click(config)
+    launch = defaults["launch"]
+    assert launch["spark_version"].startswith("4.") and launch["java_version"] == 17
+    assert launch["ec2_key_name"] == "test-key" and launch["ec2_identity_file"] == "/keys/test.pem"
+    assert launch["ec2_region"] == "us-west-2" and launch["num_slaves"] == 2
+    known = {p.name for p in flintrock.launch.params}
+    assert not set(launch) - known, f"keys flintrock's launch does not know: {set(launch) - known}"
+    template = open(os.path.join(REPO, "cluster", "flintrock.yaml")).read()
+    assert "test-key" not in template and ".pem" not in template.replace("private key .pem", "")
+
+
+def test_ec2_script_commands_in_dry_run(tmp_path):
+    env = dict(os.environ, **EC2_ENV, TFOS_CLUSTER_NAME="demo")
+    script = os.path.join(REPO, "cluster", "ec2.sh")
+
+    def dry(*args):
+        run = subprocess.run([script, "--dry-run", *args], env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    assert "flintrock --config" in dry("launch") and " launch demo" in dry("launch")
+    bootstrap = dry("bootstrap")
+    assert "pip wheel --no-deps" in bootstrap and "run-command demo" in bootstrap and "copy-file" in bootstrap
+    submit = dry("submit", "mnist", "--", "--epochs", "3")
+    assert "run-command --master-only demo" in submit and "spark-submit.sh\\ mnist" in submit
+    assert "--epochs\\ 3" in submit and "--profile\\ ec2" in submit
+    assert "destroy demo --assume-yes" in dry("destroy")
+    missing = subprocess.run([script, "--dry-run", "launch"], env={"PATH": os.environ["PATH"]},
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "EC2_KEY_NAME" in missing.stderr
