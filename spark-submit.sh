@@ -23,7 +23,8 @@ if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
 fi
 job=$1
 shift
-script="$here/jobs/$job.py"
+# A job name, or the path of any PySpark script (run with the same profiles and shipping).
+if [[ $job == *.py && -f $job ]]; then script=$(cd "$(dirname "$job")" && pwd)/$(basename "$job"); else script="$here/jobs/$job.py"; fi
 if [[ ! -f $script ]]; then
   echo "error: no job named '$job' (expected $script). Jobs: $jobs" >&2
   exit 2
@@ -33,11 +34,13 @@ spark_args=()
 job_args=()
 profile=""
 master=""
+packed_env=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --) shift; job_args=("$@"); break ;;
     --profile) profile=$2; shift 2 ;;
     --profile=*) profile=${1#--profile=}; shift ;;
+    --packed-env) packed_env=$2; shift 2 ;;
     --master) master=$2; spark_args+=("$1" "$2"); shift 2 ;;
     --master=*) master=${1#--master=}; spark_args+=("$1"); shift ;;
     *) spark_args+=("$1"); shift ;;
@@ -98,12 +101,23 @@ with zipfile.ZipFile(os.path.join(root, "build", "tfos_lib.zip"), "w", zipfile.Z
 PY
 
 export TF_USE_LEGACY_KERAS=1
-export PYSPARK_PYTHON=$python
 export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$python}
+executor_python=(--conf "spark.pyspark.python=$python")
+if [[ -n $packed_env ]]; then
+  if [[ ! -f $packed_env ]]; then
+    echo "error: --packed-env $packed_env does not exist; build it with cluster/pack-env.sh" >&2
+    exit 2
+  fi
+  # Executors unpack the archive into ./env of their working directory and run Python from it.
+  executor_python=(--archives "$packed_env#env" --conf spark.pyspark.python=./env/bin/python)
+else
+  export PYSPARK_PYTHON=$python
+fi
 exec "$submit" \
   --properties-file "$properties" \
   --py-files "$here/build/tfos_lib.zip" \
   --conf spark.executorEnv.TF_USE_LEGACY_KERAS=1 \
-  --conf "spark.pyspark.python=$python" \
+  --conf "spark.pyspark.driver.python=$python" \
+  "${executor_python[@]}" \
   "${spark_args[@]}" \
   "$script" "${job_args[@]}"
