@@ -17,7 +17,7 @@ from typing import Any, Callable
 from tfos_lib import feed
 from tfos_lib.feed import InputPlan
 from tfos_lib.monitor import LauncherTimeout, Monitor, Timeouts
-from tfos_lib.worker import WorkerFailed, WorkerSpec, run_in_process, run_subprocess
+from tfos_lib.worker import WorkerFailed, WorkerProcess, WorkerSpec, run_in_process
 
 log = logging.getLogger("tfos_lib")
 
@@ -321,6 +321,9 @@ def _barrier_task(
     context = BarrierTaskContext.get()
     rank = context.partitionId()
     workdir = tempfile.mkdtemp(prefix=f"tfos-worker-{rank}-")
+    gpus = task_gpus(context)  # tfos: each worker sees only its own GPUs
+    # Start TensorFlow's slow import now, in parallel with receiving the shard.
+    process = WorkerProcess(workdir, rank, gpus)
     try:
         counts = feed.spill(batches, plans, workdir)
         for name, plan in plans.items():
@@ -346,10 +349,10 @@ def _barrier_task(
             result_path=os.path.join(workdir, "result.pkl"),
             monitor_address=monitor_address,
             attempt=attempt,
-            gpus=task_gpus(context),  # tfos: each worker sees only its own GPUs
+            gpus=gpus,
         )
         try:
-            value = run_subprocess(spec, workdir)
+            value = process.run(spec)
         except WorkerFailed as failure:
             raise RuntimeError(f"{_ERROR_START}{failure.rank}\n{failure.detail}{_ERROR_END}") from None
         import cloudpickle
@@ -360,6 +363,7 @@ def _barrier_task(
             {"rank": pa.array([rank], pa.int64()), "value": pa.array([chief_value], pa.binary())}
         )
     finally:
+        process.kill()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -94,63 +94,81 @@ def run_in_process(spec: WorkerSpec):
         reporter.close()
 
 
-def run_subprocess(spec: WorkerSpec, workdir: str, tail_lines: int = 100):
-    """Runs ``spec`` in a child Python process and returns ``train_fn``'s result.
+class WorkerProcess:
+    """A worker's child Python process, started before its work is known.
 
-    Raises:
-        WorkerFailed: with the child's Python traceback if it raised, or its exit
-            status and last output lines if it died.
+    The child imports TensorFlow at once (several seconds) while the Spark task
+    is still receiving its shard and meeting the other workers; :meth:`run` then
+    hands it the :class:`WorkerSpec`. ``TF_CONFIG`` is read only when the strategy
+    is created, so it can come later; the GPU environment must be known up front.
     """
-    spec_path = os.path.join(workdir, f"worker-{spec.rank}.spec")
-    with open(spec_path, "wb") as f:
-        pickle.dump(spec, f)
-    env = dict(os.environ)
-    # The Spark Python worker found tfos_lib and the job's modules on sys.path
-    # (possibly from --py-files zips); the child needs the same path.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    from tfos_lib.tfenv import apply_tf_env, gpu_env
 
-    apply_tf_env(env)
-    env.update(gpu_env(spec.gpus))
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tfos_lib.worker_main", spec_path],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
-        cwd=workdir,
-    )
-    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    def __init__(self, workdir: str, rank: int, gpus: tuple[str, ...] | None = None, tail_lines: int = 100):
+        from tfos_lib.tfenv import apply_tf_env, gpu_env
 
-    def pump():
-        for raw in child.stdout:
+        self.rank = rank
+        self.spec_path = os.path.join(workdir, f"worker-{rank}.spec")
+        env = dict(os.environ)
+        # The Spark Python worker found tfos_lib and the job's modules on sys.path
+        # (possibly from --py-files zips); the child needs the same path.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        apply_tf_env(env)
+        env.update(gpu_env(gpus))
+        self.child = subprocess.Popen(
+            [sys.executable, "-m", "tfos_lib.worker_main", self.spec_path],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            cwd=workdir,
+        )
+        self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        for raw in self.child.stdout:
             line = raw.decode("utf-8", "replace")
-            tail.append(line)
+            self.tail.append(line)
             sys.stderr.write(line)
         sys.stderr.flush()
 
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        returncode = child.wait()
-    except BaseException:
-        # The Spark task is being killed (e.g. another worker failed): take the
-        # TensorFlow process down with it rather than leave it in a collective.
-        child.kill()
-        child.wait()
-        raise
-    reader.join(timeout=10)
-    outcome = _read_result(spec.result_path)
-    if outcome is None:
-        how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
-        raise WorkerFailed(
-            spec.rank, f"the worker process ended ({how}) without a result. Its last output:\n{''.join(tail)}"
-        )
-    if not outcome["ok"]:
-        raise WorkerFailed(spec.rank, outcome["traceback"])
-    return outcome["value"]
+    def run(self, spec: WorkerSpec):
+        """Hands ``spec`` to the child and returns ``train_fn``'s result.
+
+        Raises:
+            WorkerFailed: with the child's Python traceback if it raised, or its exit
+                status and last output lines if it died.
+        """
+        tmp = self.spec_path + ".tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(spec, f)
+        os.replace(tmp, self.spec_path)  # the child waits for this name to appear
+        try:
+            returncode = self.child.wait()
+        except BaseException:
+            # The Spark task is being killed (e.g. another worker failed): take the
+            # TensorFlow process down with it rather than leave it in a collective.
+            self.kill()
+            raise
+        self._reader.join(timeout=10)
+        outcome = _read_result(spec.result_path)
+        if outcome is None:
+            how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+            raise WorkerFailed(
+                spec.rank, f"the worker process ended ({how}) without a result. Its last output:\n{''.join(self.tail)}"
+            )
+        if not outcome["ok"]:
+            raise WorkerFailed(spec.rank, outcome["traceback"])
+        return outcome["value"]
+
+    def kill(self) -> None:
+        """Ends the child if it still runs (the task failed before or while it worked)."""
+        if self.child.poll() is None:
+            self.child.kill()
+            self.child.wait()
 
 
 def _read_result(path: str):
@@ -170,4 +188,4 @@ def _die_with_parent() -> None:
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
     except OSError:
-        pass  # Not Linux: the explicit kill in run_subprocess still applies.
+        pass  # Not Linux: WorkerProcess.kill still applies.

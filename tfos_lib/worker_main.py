@@ -9,12 +9,21 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import time
 import traceback
 
+from tfos_lib.tfenv import import_tensorflow
 from tfos_lib.worker import WorkerSpec, run_in_process
 
 
 def main(spec_path: str) -> int:
+    if not os.path.exists(spec_path):
+        # Started early by WorkerProcess: import TensorFlow while the Spark task still
+        # receives its data, then wait for the work. If the task dies, so do we
+        # (PR_SET_PDEATHSIG), so the wait needs no timeout of its own.
+        import_tensorflow()
+        while not os.path.exists(spec_path):
+            time.sleep(0.05)
     with open(spec_path, "rb") as f:
         spec: WorkerSpec = pickle.load(f)
     try:
