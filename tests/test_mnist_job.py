@@ -39,6 +39,7 @@ def test_smoke_local_backend_on_idx_files(spark, tmp_path):
     assert saved["steps_per_worker"] == 5 and saved["examples_per_worker"] == 40
     assert saved["config"]["optimizer"] == "sgd" and saved["config"]["learning_rate"] == 0.01
     assert metrics["backend"] == "local"
+    assert saved["dataframe_test_accuracy"] == pytest.approx(saved["test_accuracy"], abs=1e-6)
     assert (out / "model" / "saved_model.pb").exists()
     for png in ("loss_curve.png", "confusion_matrix.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,219 @@
+"""Inference throughput of tfos_lib's DataFrame path against plain ``model.predict``, measured in one run.
+
+The same saved model scores the same rows (synthetic MNIST-shaped images, 784
+floats each) in:
+
+* plain single-process tf-keras ``model.predict`` on a numpy array, limited to 1
+  thread (the per-core baseline) and with all threads;
+* ``tfos_lib.inference.predict`` (Spark's ``predict_batch_udf``) over a cached
+  DataFrame on ``local-cluster[N,1,2048]``, N = 1 and 2 executors of one core.
+  "warm" passes reuse the model already loaded in every Python worker; "cold"
+  (the first pass) includes starting the Python workers, importing TensorFlow
+  and loading the model.
+
+Each figure is the fastest of 3 passes (on a shared machine the fastest pass is
+the least disturbed one).
+
+Two models: chapter 12's CNN (compute-bound, the figure that matters) and
+chapter 1's softmax regression (so cheap that the numbers show the per-row cost
+of moving rows between the JVM and Python).
+
+Run::
+
+    python benchmarks/inference.py                  # about 5 minutes on 2 cores
+    python benchmarks/inference.py --quick          # small sizes, a smoke run
+
+Prints a table and, last, one JSON line with the figures and the ratios
+(DataFrame rows/s per executor core / plain rows/s on 1 thread). Nothing is
+asserted: timings depend on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+
+import tfos_lib  # noqa: E402  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+
+BATCH_SIZE = 256
+PASSES = 3
+
+
+def make_images(rows: int, seed: int = 0):
+    import numpy as np
+
+    return np.random.default_rng(seed).random((rows, 784), dtype=np.float32)
+
+
+def build_model(tf, name: str):
+    layers = tf.keras.layers
+    if name == "logreg":
+        body = []
+    else:  # chapter 12's CNN
+        body = [
+            layers.Reshape((28, 28, 1)),
+            layers.Conv2D(32, 5, padding="same", activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(64, 5, padding="same", activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(1024, activation="relu"),
+        ]
+    return tf.keras.Sequential([layers.InputLayer(input_shape=(784,)), *body, layers.Dense(10, activation="softmax")])
+
+
+def save_model(name: str, path: str) -> dict:
+    tf = tfos_lib.import_tensorflow()
+    tf.keras.utils.set_random_seed(0)
+    build_model(tf, name).save(path, save_format="tf")
+    return {}
+
+
+def best_rate(rows: int, run) -> float:
+    """Rows/s of the fastest of PASSES runs: on a shared machine the fastest is the least disturbed."""
+    seconds = []
+    for _ in range(PASSES):
+        started = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - started)
+    return rows / min(seconds)
+
+
+def run_plain(model_path: str, rows: int, threads: int | None) -> dict:
+    from tfos_lib.tfenv import configure_threads
+
+    tf = tfos_lib.import_tensorflow()
+    # The same thread pools a one-core Spark task gets (tfos_lib.inference sizes them alike).
+    configure_threads(tf, threads)
+    model = tf.keras.models.load_model(model_path, compile=False)
+    x = make_images(rows)
+    model.predict(x[: BATCH_SIZE * 4], batch_size=BATCH_SIZE, verbose=0)  # tracing, thread pools
+    return {"rows_per_second": best_rate(rows, lambda: model.predict(x, batch_size=BATCH_SIZE, verbose=0))}
+
+
+def run_dataframe(model_path: str, rows: int, executors: int) -> dict:
+    import pyarrow as pa
+    from pyspark.sql import SparkSession
+
+    from tfos_lib import inference
+
+    spark = (
+        SparkSession.builder.master(f"local-cluster[{executors},1,2048]")
+        .config("spark.executor.memory", "1536m")
+        .config("spark.executorEnv.TF_USE_LEGACY_KERAS", "1")
+        # Executors import tfos_lib from this checkout, whatever is installed.
+        .config("spark.executorEnv.PYTHONPATH", REPO)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    x = make_images(rows)
+    table = pa.table({"image": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 784)})
+    # One partition per core, cached in the executors: the timing is scoring, not reading.
+    df = spark.createDataFrame(table).repartition(executors).cache()
+    df.count()
+    scored = inference.predict(df, model_path, ["image"], output_col="scores", batch_size=BATCH_SIZE)
+
+    def score_all():
+        # The "noop" sink computes every row and writes nothing; no shuffle, so a
+        # later pass cannot reuse an earlier one's shuffle files and skip the work.
+        scored.write.format("noop").mode("overwrite").save()
+
+    started = time.perf_counter()
+    score_all()
+    cold = time.perf_counter() - started
+    # The same UDF again: every Python worker has the model cached.
+    warm = best_rate(rows, score_all)
+    spark.stop()
+    return {"rows_per_second": warm, "cold_rows_per_second": rows / cold, "cold_seconds": cold}
+
+
+# ---------------------------------------------------------------------------------------------
+# Orchestration.
+
+
+def measure(kind: str, **params) -> dict:
+    """Runs one measurement in a fresh Python process (its own TensorFlow and Spark) and returns its JSON result."""
+    command = [sys.executable, __file__, "--one", json.dumps({"kind": kind, **params})]
+    run = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    if run.returncode or not lines:
+        tail = "\n".join(run.stderr.splitlines()[-15:])
+        return {"error": f"exit {run.returncode}: {tail}"}
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        spec = json.loads(args.one)
+        kind = spec.pop("kind")
+        result = {"save": save_model, "plain": run_plain, "dataframe": run_dataframe}[kind](**spec)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+
+    sizes = {"cnn": 2000, "logreg": 20000} if args.quick else {"cnn": 20000, "logreg": 200000}
+    workdir = tempfile.mkdtemp(prefix="tfos-inference-bench-")
+    figures: dict = {}
+    for model_name, rows in sizes.items():
+        model_path = os.path.join(workdir, model_name)
+        saved = measure("save", name=model_name, path=model_path)
+        if "error" in saved:
+            print(f"{model_name}: could not save the model: {saved['error']}")
+            continue
+        plan = [
+            ("plain 1 thread", "plain", {"threads": 1}),
+            ("plain all threads", "plain", {"threads": None}),
+            ("dataframe 1 executor", "dataframe", {"executors": 1}),
+            ("dataframe 2 executors", "dataframe", {"executors": 2}),
+        ]
+        for label, kind, params in plan:
+            result = measure(kind, model_path=model_path, rows=rows, **params)
+            figures[f"{model_name} {label}"] = result
+            if "error" in result:
+                line = f"FAILED {result['error']}"
+            else:
+                line = f"{result['rows_per_second']:10,.0f} rows/s"
+                if "cold_seconds" in result:
+                    line += f"   cold (workers start, model loads): {result['cold_rows_per_second']:8,.0f} rows/s"
+            print(f"{model_name:7s} {label:24s} {line}", flush=True)
+
+    def rate(label):
+        return figures.get(label, {}).get("rows_per_second")
+
+    def per_core_ratio(model_name, executors):
+        frame, plain = (
+            rate(f"{model_name} dataframe {executors} executor{'s' if executors > 1 else ''}"),
+            rate(f"{model_name} plain 1 thread"),
+        )
+        return round(frame / executors / plain, 3) if frame and plain else None
+
+    ratios = {}
+    for model_name in sizes:
+        ratios[f"{model_name}_dataframe_1x_per_core_vs_plain_1thread"] = per_core_ratio(model_name, 1)
+        ratios[f"{model_name}_dataframe_2x_per_core_vs_plain_1thread"] = per_core_ratio(model_name, 2)
+        two, all_threads = rate(f"{model_name} dataframe 2 executors"), rate(f"{model_name} plain all threads")
+        ratios[f"{model_name}_dataframe_2x_vs_plain_all_threads"] = (
+            round(two / all_threads, 3) if two and all_threads else None
+        )
+    print()
+    for name, value in ratios.items():
+        print(f"{name:46s} {value}")
+    print(json.dumps({"rows": sizes, "batch_size": BATCH_SIZE, "figures": figures, "ratios": ratios}))
+
+
+if __name__ == "__main__":
+    main()
