@@ -111,7 +111,9 @@ class WorkerProcess:
         env = dict(os.environ)
         # The Spark Python worker found tfos_lib and the job's modules on sys.path
         # (possibly from --py-files zips); the child needs the same path.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        # Executors list --py-files as relative paths (./tfos_lib.zip), and the child
+        # runs in another directory, so make every entry absolute.
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in sys.path if p)
         env["PYTHONUNBUFFERED"] = "1"
         apply_tf_env(env)
         env.update(gpu_env(gpus))

@@ -1,0 +1,560 @@
+"""Stock prices with Gaussian processes: one GPflow fit per ticker and window, fanned out over Spark executors.
+
+Book: "TensorFlow Machine Learning Projects" (Packt, 2018), chapter 6. Each
+calendar year of a stock is one series: its adjusted closes are standardised
+within the year and shifted to start at 0, and day ``d`` of year ``y`` (the d-th
+trading day, at most 252) is the input ``[y, d]`` of a GP regression with the
+book's kernel, RBF(variance 63, lengthscale 1) + White(1e-10), fitted by maximum
+likelihood (L-BFGS). The book trains on 2008-2016 to predict 2017, and on
+2008-2018Q3 to predict 2018Q4, for GOOG, NFLX and GE, and shows only plots.
+
+This job fits every (ticker, window) as one independent task with
+``tfos_lib.parallel.run_tasks`` (one Spark task and one fresh process each), and
+scores what the book did not: RMSE and MAE in price units, coverage of the 95%
+band, mean negative log predictive density, against two naive baselines (the
+last price carried forward; the average of the training years' normalised
+curves). A quarter ``YYYYQn`` is the book's: trading days 63(n-1)..63n-1 of the year.
+
+Data: one Yahoo Finance CSV per ticker (Date,Open,High,Low,Close,Adj Close,Volume)
+in ``--data-dir``; the ticker is the file name. Without ``--data-dir``: three
+synthetic tickers written in that format (``tfos_lib.stock_data``).
+
+Run::
+
+    ./spark-submit.sh stock_gp                                            # synthetic data
+    ./spark-submit.sh stock_gp --master 'local-cluster[2,1,2048]' -- --data-dir /data/ch06
+    ./spark-submit.sh stock_gp -- --data-dir /data/ch06 --windows 2017 --kernel rbf-ard
+
+Writes to ``--output-dir``: metrics.json, predictions.csv (mean and 95% band per
+day, in prices), one ``<TICKER>_<WINDOW>_predicted.png`` per ticker and window,
+and, without ``--data-dir``, the synthetic CSVs in default_data/. No model is
+saved (neither does the book): a GP regression is its training data plus four
+hyperparameters, which metrics.json records.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import tfos_lib
+from tfos_lib import forecast, job, parallel, report, stock_data
+
+YEAR_DAYS = 252  # the book's trading days per year; later days are dropped
+QUARTER_DAYS = YEAR_DAYS // 4
+# History may stop this many trading days short of what a window asks for: the
+# book's own Q4 2018 window has 188 of the 189 trading days of 2018's Q1-Q3.
+SLACK_DAYS = 5
+KERNELS = ("book", "rbf-ard", "matern32")
+BASELINE_LABELS = {"last_value": "last value", "year_average": "training years' average curve"}
+# What fit_fn returns for each (ticker, window): the typed columns of tfos_lib.parallel's results.
+RESULT_SCHEMA = (
+    "days array<int>, mean array<double>, variance array<double>, train_points long, converged boolean, iterations long, "
+    "optimizer_message string, log_marginal_likelihood double, hyperparameters string, fit_seconds double"
+)
+BOOK_REFERENCE = {
+    "numbers": "none: the book reports no metric for chapter 6, only plots (normalised units)",
+    "statements": {
+        "NFLX 2017": "the model predicts values below the actuals (the actuals leave the band after ~day 75)",
+        "GE 2017": "the model has captured an accurate trend (actuals inside a band of about +-3)",
+        "GOOG 2017": "overall upward trend, very wide confidence bands",
+        "all": "predictions mostly within the 95% confidence interval, but far from perfect",
+    },
+    "source": "chapter 6, L3715-L3811 of the seed text",
+}
+
+
+@dataclass(frozen=True)
+class Window:
+    """A forecast period: all of ``year`` (``"2017"``) or one of its 63-day quarters (``"2018Q4"``).
+
+    Training uses full years from ``--train-start`` up to ``year - 1``, plus, for a
+    quarter, the days of ``year`` before it.
+    """
+
+    name: str
+    year: int
+    first_day: int  # first trading day of the year predicted
+    end_day: int  # one past the last
+
+    @classmethod
+    def parse(cls, text: str) -> Window:
+        match = re.fullmatch(r"\s*(\d{4})(?:[Qq]([1-4]))?\s*", text)
+        if not match:
+            raise ValueError(f"--windows: {text!r} is not a window; use a year (2017) or a quarter (2018Q4).")
+        year, quarter = int(match.group(1)), match.group(2)
+        if quarter is None:
+            return cls(str(year), year, 0, YEAR_DAYS)
+        q = int(quarter)
+        return cls(f"{year}Q{q}", year, QUARTER_DAYS * (q - 1), QUARTER_DAYS * q)
+
+    @property
+    def label(self) -> str:
+        days = f"trading days {self.first_day}-{self.end_day - 1}"
+        return f"{self.name} ({days} of {self.year})" if self.first_day or self.end_day != YEAR_DAYS else self.name
+
+
+@dataclass(frozen=True)
+class Config(job.JobConfig):
+    """Options. The training options common to all jobs (--num-workers, --backend, --epochs,
+    --batch-size) do not apply: every fit is one Spark task; more executors run more fits at once."""
+
+    output_dir: str = field(default="output/stock_gp", metadata={"help": "where results go"})
+    windows: str = field(
+        default="2017,2018Q3,2018Q4",
+        metadata={"help": "periods to forecast, comma-separated: a year (2017, the book's first problem) or a "
+                          "63-trading-day quarter (2018Q4, the book's second; 2018Q3 is the held-out split with truth)"},
+    )
+    train_start: int = field(default=2008, metadata={"help": "first (full) training year, the book's 2008"})
+    kernel: str = field(
+        default="book",
+        metadata={"help": "book: RBF(variance 63, lengthscale 1) + White(1e-10) on [year, day]; rbf-ard: one "
+                          "lengthscale per input; matern32: Matern 3/2 + White", "choices": KERNELS},
+    )
+    max_iter: int = field(default=1000, metadata={"help": "L-BFGS iterations at most (GPflow 1's ScipyOptimizer default)"})
+    task_timeout: float | None = field(default=None, metadata={"help": "seconds before a fit is killed and reported failed"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        fixed = {"num_workers": 1, "backend": "barrier", "epochs": 1, "batch_size": 32}
+        changed = [name for name, value in fixed.items() if getattr(self, name) != value]
+        if changed:
+            raise ValueError(
+                f"stock_gp does not use {', '.join('--' + n.replace('_', '-') for n in changed)}: each GP fit is one "
+                "Spark task, and more executors (e.g. --master 'local-cluster[3,1,2048]') run more fits at once."
+            )
+        if self.max_iter < 1:
+            raise ValueError(f"--max-iter must be >= 1; got {self.max_iter}.")
+        windows = self.parsed_windows
+        if len({w.name for w in windows}) != len(windows):
+            raise ValueError(f"--windows lists a window twice: {self.windows!r}.")
+        late = [w.name for w in windows if w.year <= self.train_start]
+        if late:
+            raise ValueError(
+                f"--windows {late} start no later than --train-start {self.train_start}: a window needs at least one "
+                "full training year before it."
+            )
+
+    @property
+    def parsed_windows(self) -> list[Window]:
+        parts = [p for p in self.windows.split(",") if p.strip()]
+        if not parts:
+            raise ValueError("--windows is empty; give at least one, e.g. 2017.")
+        return [Window.parse(p) for p in parts]
+
+
+def build_model(cfg: Config, x: np.ndarray, y: np.ndarray):
+    """The GP: inputs ``(N, 2)`` = [year, trading day], float64; targets ``(N, 1)`` normalised prices."""
+    tfos_lib.import_tensorflow()
+    import gpflow
+
+    from tfos_lib.gp import FastGradientGPR
+
+    kernels = gpflow.kernels
+    if cfg.kernel == "book":
+        # gpflow.kernels.RBF(2, lengthscales=1, variance=63) + White(2, variance=1e-10) in GPflow 1.
+        base = kernels.SquaredExponential(variance=63.0, lengthscales=1.0)
+    elif cfg.kernel == "rbf-ard":
+        base = kernels.SquaredExponential(variance=63.0, lengthscales=[1.0, 1.0])
+    else:
+        base = kernels.Matern32(variance=63.0, lengthscales=1.0)
+    # GPR adds a Gaussian likelihood (noise variance 1.0, trained), as GPflow 1's GPR did.
+    return FastGradientGPR((x, y), kernel=base + kernels.White(variance=1e-10))
+
+
+def fit_fn(task: parallel.Task, rows, cfg: Config) -> dict:
+    """Runs in its own process on an executor: fits one (ticker, window) GP, predicts the window's days."""
+    tfos_lib.import_tensorflow()
+    import gpflow
+
+    _, window_name = task.key
+    window = Window.parse(window_name)
+    rows = rows.sort_values(["year", "day"])
+    x = rows[["year", "day"]].to_numpy(np.float64)
+    y = rows[["y"]].to_numpy(np.float64)
+    model = build_model(cfg, x, y)
+    started = time.perf_counter()
+    result = gpflow.optimizers.Scipy().minimize(
+        model.training_loss, model.trainable_variables, options={"maxiter": cfg.max_iter}
+    )
+    fit_seconds = time.perf_counter() - started
+    days = np.arange(window.first_day, window.end_day)
+    x_new = np.column_stack([np.full(len(days), float(window.year)), days.astype(np.float64)])
+    mean, variance = model.predict_y(x_new)  # includes the noise, as the book's band did
+    hyperparameters = {name: np.asarray(value).tolist() for name, value in gpflow.utilities.read_values(model).items()}
+    return {
+        "days": days.tolist(),
+        "mean": mean.numpy().ravel().tolist(),
+        "variance": variance.numpy().ravel().tolist(),
+        "train_points": len(rows),
+        "converged": bool(result.success),
+        "optimizer_message": str(result.message),
+        "iterations": int(result.nit),
+        "log_marginal_likelihood": float(model.log_marginal_likelihood().numpy()),
+        "hyperparameters": json.dumps(hyperparameters),
+        "fit_seconds": fit_seconds,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Data (driver; the work is Spark's).
+
+
+def load_data(spark, cfg: Config):
+    """Reads and checks the CSVs (or writes the synthetic ones first). Returns ``(prices, source)``."""
+    if cfg.data_dir:
+        files, source = stock_data.find_csv_files(cfg.data_dir), f"yahoo-csv:{cfg.data_dir}"
+    else:
+        # Under --output-dir, which executors can read on a cluster too, and kept for inspection.
+        directory = os.path.join(cfg.output_dir, "default_data")
+        files, source = stock_data.write_default_data(directory, seed=cfg.seed), f"synthetic (seed {cfg.seed})"
+    return stock_data.read_prices(spark, files), source
+
+
+def with_trading_days(prices):
+    """Adds ``year`` and ``day``, the book's alignment: day d is the d-th trading day (from 0) of its year."""
+    from pyspark.sql import Window as W
+    from pyspark.sql import functions as F
+
+    by_year = W.partitionBy("ticker", "year").orderBy("date")
+    return prices.withColumn("year", F.year("date")).withColumn("day", F.row_number().over(by_year) - 1)
+
+
+def check_history(days, windows: list[Window], train_start: int) -> None:
+    """Refuses windows the files cannot support, naming the file and line.
+
+    Raises:
+        stock_data.StockDataError: history starts after ``train_start``'s first week,
+            a training year has fewer than 252 - 5 trading days, or the data stops
+            more than 5 trading days before a window starts.
+    """
+    import datetime
+
+    from pyspark.sql import functions as F
+
+    rows = (
+        days.groupBy("ticker", "file", "year")
+        .agg(F.count("*").alias("n"), F.min("date").alias("first_date"), F.min_by("line", "date").alias("first_line"),
+             F.max("date").alias("last_date"), F.max_by("line", "date").alias("last_line"))
+        .collect()
+    )
+    years: dict[str, dict[int, object]] = {}
+    for row in rows:
+        years.setdefault(row.ticker, {})[row.year] = row
+    for ticker, by_year in sorted(years.items()):
+        first = by_year[min(by_year)]
+        last = by_year[max(by_year)]
+        file = first.file
+        if first.first_date > datetime.date(train_start, 1, 7):
+            full = first.first_date.year + (first.first_date > datetime.date(first.first_date.year, 1, 7))
+            raise stock_data.StockDataError(
+                f"{file}: the history starts {first.first_date} (line {first.first_line}), but training starts with "
+                f"the full year {train_start} (--train-start). Use --train-start {full} or later, or a file with more history."
+            )
+        for window in windows:
+            for year in range(train_start, window.year):
+                row = by_year.get(year)
+                n = row.n if row else 0
+                if n < YEAR_DAYS - SLACK_DAYS:
+                    where = f"lines {row.first_line}-{row.last_line}" if row else f"the file ends {last.last_date} (line {last.last_line})"
+                    raise stock_data.StockDataError(
+                        f"{file}: {n} trading days dated {year} ({where}); window {window.name} trains on the full "
+                        f"years {train_start}-{window.year - 1} and needs at least {YEAR_DAYS - SLACK_DAYS} in each."
+                    )
+            known = by_year[window.year].n if window.year in by_year else 0
+            if window.first_day and known < window.first_day - SLACK_DAYS:
+                raise stock_data.StockDataError(
+                    f"{file}: the history ends {last.last_date} (line {last.last_line}) with {known} trading days of "
+                    f"{window.year}; window {window.label} trains on the {window.first_day} days before it "
+                    f"(at least {window.first_day - SLACK_DAYS} needed)."
+                )
+
+
+def preprocess(spark, days, windows: list[Window], train_start: int):
+    """The book's preprocessing, per (ticker, window), in Spark.
+
+    Only what a forecaster knows before the window is used: full years
+    ``train_start..year-1`` and the window's year up to the window. Each year is
+    standardised with its own mean and population std (``np.std``'s ddof=0) and
+    shifted to start at 0; that is ``y = (price - first price of the year) / std``.
+    Days past 252 are dropped. Unlike the book, missing days are not filled with
+    the year's mean (its plots show the jump that made): a GP needs no full grid.
+
+    Returns:
+        ``(train, years, truth, average)`` DataFrames: training points
+        ``(ticker, window, year, day, y)``; per-year constants ``(ticker, window,
+        year, first_price, scale, last_price, last_date, days)``; held-out prices
+        ``(ticker, window, day, date, price)``; and the training years' mean curve
+        ``(ticker, window, day, y)`` (a baseline).
+    """
+    from pyspark.sql import Window as W
+    from pyspark.sql import functions as F
+
+    windows_df = spark.createDataFrame(
+        [(w.name, w.year, w.first_day, w.end_day) for w in windows],
+        "window string, window_year int, first_day int, end_day int",
+    )
+    crossed = days.crossJoin(F.broadcast(windows_df))
+    in_window_year = F.col("year") == F.col("window_year")
+    known = crossed.where(
+        (F.col("year") >= train_start)
+        & ((F.col("year") < F.col("window_year")) | (in_window_year & (F.col("day") < F.col("first_day"))))
+    )
+    per_year = W.partitionBy("ticker", "window", "year")
+    normalized = (
+        known.withColumn("first_price", F.min_by("price", "day").over(per_year))
+        .withColumn("scale", F.stddev_pop("price").over(per_year))
+        .withColumn("y", F.try_divide(F.col("price") - F.col("first_price"), F.col("scale")))
+    )
+    points = normalized.where(F.col("day") < YEAR_DAYS)
+    train = points.select("ticker", "window", "year", "day", "y")
+    years = normalized.groupBy("ticker", "window", "year").agg(
+        F.first("file").alias("file"), F.first("first_price").alias("first_price"), F.first("scale").alias("scale"),
+        F.max_by("price", "day").alias("last_price"), F.max("date").alias("last_date"), F.count("*").alias("days"),
+    )
+    truth = crossed.where(in_window_year & (F.col("day") >= F.col("first_day")) & (F.col("day") < F.col("end_day")))
+    truth = truth.select("ticker", "window", "day", "date", "price")
+    average = (
+        points.where(F.col("year") < F.col("window_year"))
+        .groupBy("ticker", "window", "day")
+        .agg(F.avg("y").alias("y"))
+    )
+    return train, years, truth, average
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring and plots (driver).
+
+
+def price_mapping(window: Window, years: dict[int, dict]) -> dict:
+    """How normalised predictions become prices: ``price = anchor + scale * y``.
+
+    A quarter's year is partly known, so its own first price and std apply (the
+    model's units exactly). A whole new year's std and first price are unknown
+    when forecasting; the last training year's std and last price stand in.
+    """
+    if window.first_day:
+        year = years[window.year]
+        return {"anchor": year["first_price"], "scale": year["scale"],
+                "how": f"{window.year}'s first price and std of its known days (the model's own units)"}
+    year = years[window.year - 1]
+    return {"anchor": year["last_price"], "scale": year["scale"],
+            "how": f"last price of {window.year - 1} and its std ({window.year}'s are unknown when forecasting)"}
+
+
+def baseline_curve(window: Window, days: np.ndarray, mapping: dict, average: dict[int, float], last: dict) -> np.ndarray:
+    """The training years' mean normalised curve, continued from the last known price (a naive forecast).
+
+    ``price(d) = last price + scale * (curve(d) - curve(last known day))``; a new
+    year's curve starts at 0, like every normalised year.
+    """
+    start = average.get(last["day"], np.nan) if window.first_day else 0.0
+    curve = np.array([average.get(int(d), np.nan) for d in days])
+    return last["price"] + mapping["scale"] * (curve - start)
+
+
+def score(window: Window, fit: dict, mapping: dict, truth: dict[int, float], baselines: dict[str, np.ndarray]) -> dict:
+    """Metrics in price units for one (ticker, window); ``truth`` maps trading day -> actual price."""
+    days = np.asarray(fit["days"])
+    mean = mapping["anchor"] + mapping["scale"] * np.asarray(fit["mean"])
+    sd = mapping["scale"] * np.sqrt(np.asarray(fit["variance"]))
+    lower, upper = forecast.band(mean, sd)
+    scored = np.array([int(d) in truth for d in days])
+    base = {"period": window.label, "predicted_days": len(days), "scored_days": int(scored.sum())}
+    if not scored.any():
+        return {**base, "ground_truth": False}
+    actual = np.array([truth[int(d)] for d in days[scored]])
+    errors = {}
+    for name, values in baselines.items():
+        usable = np.isfinite(values[scored])
+        errors[name] = forecast.point_errors(actual[usable], values[scored][usable]) if usable.any() else None
+    return {
+        **base,
+        "ground_truth": True,
+        "gp": {
+            **forecast.point_errors(actual, mean[scored]),
+            "coverage_95": forecast.coverage(actual, lower[scored], upper[scored]),
+            "nlpd": forecast.gaussian_nlpd(actual, mean[scored], sd[scored]),
+            "band_halfwidth_mean": float(np.mean(upper - lower) / 2),
+        },
+        "baselines": errors,
+    }
+
+
+def plot(path, ticker: str, window: Window, fit: dict, mapping: dict, history: tuple, truth: dict,
+         baselines: dict[str, np.ndarray], note: str | None) -> None:
+    """One (ticker, window) figure like the book's: history, truth, mean and 95% band, here in prices."""
+    days = np.asarray(fit["days"])
+    mean = mapping["anchor"] + mapping["scale"] * np.asarray(fit["mean"])
+    lower, upper = forecast.band(mean, mapping["scale"] * np.sqrt(np.asarray(fit["variance"])))
+    truth_days = sorted(truth)
+    forecast.plot_forecast(
+        path, forecast_x=days, mean=mean, lower=lower, upper=upper, history=history,
+        truth=(truth_days, [truth[d] for d in truth_days]),
+        baselines={BASELINE_LABELS[name]: (days, values) for name, values in baselines.items()},
+        markers={f"Q{q + 1}": q * QUARTER_DAYS for q in range(4)},
+        title=f"{ticker}: {window.label} predicted by a GP trained on {fit['train_points']} days",
+        xlabel=f"trading day of {window.year}" + ("" if window.first_day else f" (negative: {window.year - 1})"),
+        ylabel="Adj Close", note=note,
+    )
+
+
+def collect_inputs(days, years_df, truth_df, average_df, windows: list[Window]) -> dict:
+    """Brings the small per-(ticker, window) tables the scoring and plots need to the driver."""
+    from pyspark.sql import functions as F
+
+    out = {"years": {}, "truth": {}, "dates": {}, "average": {}, "history": {}}
+    for row in years_df.collect():
+        out["years"].setdefault((row.ticker, row.window), {})[row.year] = row.asDict()
+    for row in truth_df.collect():
+        out["truth"].setdefault((row.ticker, row.window), {})[row.day] = row.price
+        out["dates"].setdefault((row.ticker, row.window), {})[row.day] = str(row.date)
+    for row in average_df.collect():
+        out["average"].setdefault((row.ticker, row.window), {})[row.day] = row.y
+    shown = sorted({w.year - 1 for w in windows} | {w.year for w in windows})
+    for row in days.where(F.col("year").isin(shown)).select("ticker", "year", "day", "price").collect():
+        out["history"].setdefault((row.ticker, row.year), {})[row.day] = row.price
+    ends = days.groupBy("ticker", "file").agg(F.max("date").alias("date"), F.max_by("line", "date").alias("line"))
+    out["ends"] = {row.ticker: {"file": row.file, "last_date": str(row.date), "last_line": row.line} for row in ends.collect()}
+    return out
+
+
+def report_window(cfg: Config, fit, window: Window, inputs: dict) -> tuple[dict, list[tuple]]:
+    """Scores and plots one successful fit; returns its metrics.json entry and its predictions.csv rows."""
+    key = (fit.ticker, window.name)
+    fit_dict = fit.asDict()
+    years = inputs["years"][key]
+    mapping = price_mapping(window, years)
+    known = years[max(years)]
+    last = {"price": known["last_price"], "day": known["days"] - 1}
+    days = np.asarray(fit_dict["days"])
+    average = inputs["average"].get(key, {})
+    baselines = {"last_value": np.full(len(days), last["price"]), "year_average": baseline_curve(window, days, mapping, average, last)}
+    truth = inputs["truth"].get(key, {})
+    scores = score(window, fit_dict, mapping, truth, baselines)
+    note = None
+    if not scores["ground_truth"]:
+        end = inputs["ends"][fit.ticker]
+        note = f"no ground truth: {end['file']} ends {end['last_date']} (line {end['last_line']}), before {window.label}"
+        scores["note"] = (
+            f"{note}. The forecast is plotted but cannot be scored without prices past the file's end; "
+            "the quarter before it (e.g. 2018Q3 for 2018Q4) is a held-out window with truth."
+        )
+    if window.first_day:  # history: the window's year up to the window
+        hist = inputs["history"].get((fit.ticker, window.year), {})
+        hist_days = [d for d in sorted(hist) if d < window.first_day]
+        history = (hist_days, [hist[d] for d in hist_days])
+    else:  # history: the year before, at negative days
+        hist = inputs["history"].get((fit.ticker, window.year - 1), {})
+        hist_days = [d for d in sorted(hist) if d < YEAR_DAYS]
+        history = ([d - len(hist_days) for d in hist_days], [hist[d] for d in hist_days])
+    png = f"{fit.ticker}_{window.name}_predicted.png"
+    plot(f"{cfg.output_dir}/{png}", fit.ticker, window, fit_dict, mapping, history, truth, baselines, note)
+    entry = {
+        "status": "ok", **scores, "price_mapping": mapping, "plot": png,
+        "fit": {name: fit_dict[name] for name in ("train_points", "converged", "optimizer_message", "iterations",
+                                                    "log_marginal_likelihood", "fit_seconds")}
+        | {"hyperparameters": json.loads(fit_dict["hyperparameters"]), "executor": fit.executor, "task_seconds": fit.seconds},
+    }
+    mean = mapping["anchor"] + mapping["scale"] * np.asarray(fit_dict["mean"])
+    lower, upper = forecast.band(mean, mapping["scale"] * np.sqrt(np.asarray(fit_dict["variance"])))
+    dates = inputs["dates"].get(key, {})
+    rows = [(fit.ticker, window.name, int(d), dates.get(int(d)), truth.get(int(d)), m, lo, hi)
+            for d, m, lo, hi in zip(days, mean, lower, upper)]
+    return entry, rows
+
+
+def table_row(ticker: str, window: str, entry: dict) -> dict:
+    """One line of the summary table (metrics.json "table", the log)."""
+    gp, baselines = entry["gp"], entry["baselines"]
+    return {
+        "ticker": ticker, "window": window, "days": entry["scored_days"], "gp_rmse": gp["rmse"], "gp_mae": gp["mae"],
+        "coverage_95": gp["coverage_95"], "nlpd": gp["nlpd"],
+        "last_value_rmse": (baselines["last_value"] or {}).get("rmse"),
+        "year_average_rmse": (baselines["year_average"] or {}).get("rmse"),
+    }
+
+
+def summarize(cfg: Config, fits: list, windows: dict[str, Window], inputs: dict) -> tuple[dict, list[dict], dict]:
+    """Scores and plots every fit, writes predictions.csv; returns (results, table, failed keys -> traceback)."""
+    import pandas as pd
+
+    results, table, failed, predictions = {}, [], {}, []
+    for fit in fits:
+        if fit.status != parallel.OK:
+            failed[f"{fit.ticker}/{fit.window}"] = fit.error
+            results.setdefault(fit.ticker, {})[fit.window] = {"status": "failed", "error": fit.error, "executor": fit.executor}
+            continue
+        entry, rows = report_window(cfg, fit, windows[fit.window], inputs)
+        results.setdefault(fit.ticker, {})[fit.window] = entry
+        predictions += rows
+        if entry["ground_truth"]:
+            table.append(table_row(fit.ticker, fit.window, entry))
+    columns = ["ticker", "window", "day", "date", "actual", "mean", "lower_95", "upper_95"]
+    pd.DataFrame(predictions, columns=columns).to_csv(f"{cfg.output_dir}/predictions.csv", index=False, float_format="%.6f")
+    return results, table, failed
+
+
+def main(argv=None) -> dict:
+    cfg = job.parse_config(Config, argv, description=__doc__.split("\n\n")[0])
+    log = job.setup_logging()
+    started = time.perf_counter()
+    windows = {w.name: w for w in cfg.parsed_windows}
+    spark = job.spark_session("stock_gp")
+    prices, source = load_data(spark, cfg)
+    days = with_trading_days(prices).persist()
+    train, years_df, truth_df, average_df = preprocess(spark, days, list(windows.values()), cfg.train_start)
+    train = train.persist()
+    try:
+        check_history(days, list(windows.values()), cfg.train_start)
+        flat = years_df.where("scale = 0").select("file", "year").limit(1).collect()
+        if flat:
+            raise stock_data.StockDataError(
+                f"{flat[0].file}: every price dated {flat[0].year} is the same; a year needs movement to be standardised."
+            )
+        if importlib.util.find_spec("gpflow") is None:
+            raise ModuleNotFoundError(
+                "stock_gp fits with GPflow, which is not installed: pip install 'gpflow>=2.11,<2.12' "
+                "'tensorflow-probability>=0.25,<0.26' (the 'gp' extra of tfos_lib), on the driver and the executors."
+            )
+        log.info("fitting one GP per ticker and window (%s kernel) on %s", cfg.kernel, source)
+        fits = parallel.run_tasks(  # tfos: one Spark task and one fresh TensorFlow process per (ticker, window)
+            fit_fn, train, cfg, key=["ticker", "window"], result_schema=RESULT_SCHEMA, spark=spark,
+            output_dir=cfg.output_dir, timeout=cfg.task_timeout,
+        ).collect()
+        inputs = collect_inputs(days, years_df, truth_df, average_df, list(windows.values()))
+    finally:
+        for frame in (train, days, prices):
+            frame.unpersist()
+
+    results, table, failed = summarize(cfg, fits, windows, inputs)
+    executors = sorted({f.executor for f in fits if f.executor})
+    metrics = {
+        "results": results,
+        "table": table,
+        "failed": sorted(failed),
+        "data": {"source": source, "files": inputs["ends"], "windows": {w.name: w.label for w in windows.values()}},
+        "fits": {"count": len(fits), "executors": executors, "task_seconds_total": sum(f.seconds or 0 for f in fits)},
+        "wall_seconds": time.perf_counter() - started,
+        "book_reference": BOOK_REFERENCE,
+        "config": job.config_dict(cfg),
+    }
+    path = report.write_metrics(cfg.output_dir, metrics)
+    for row in table:
+        log.info("%-10s %-7s GP RMSE %9.3f  coverage %.2f  NLPD %7.3f | last value %9.3f | year average %9.3f",
+                 row["ticker"], row["window"], row["gp_rmse"], row["coverage_95"], row["nlpd"],
+                 row["last_value_rmse"] or float("nan"), row["year_average_rmse"] or float("nan"))
+    log.info("%d fit(s) on %d executor(s) in %.0f s; wrote %s", len(fits), len(executors), metrics["wall_seconds"], path)
+    if failed:
+        raise parallel.TaskFailures(failed, len(fits))
+    return metrics
+
+
+if __name__ == "__main__":
+    job.run_main(main)
