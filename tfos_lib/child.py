@@ -22,13 +22,14 @@ from __future__ import annotations
 import collections
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
+
+from tfos_lib.worker import _die_with_parent, _read_result
 
 
 class ChildFailed(RuntimeError):
@@ -146,26 +147,6 @@ def call_in_child(
     if not outcome["ok"]:
         raise ChildFailed(outcome["traceback"], returncode=returncode)
     return outcome["value"]
-
-
-def _read_result(path: str) -> dict | None:
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    except (FileNotFoundError, EOFError):
-        return None
-
-
-def _die_with_parent() -> None:
-    """Asks Linux to SIGKILL this child when its parent (the Spark Python worker) dies."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except OSError:
-        pass  # Not Linux: the explicit kill in call_in_child still applies.
 
 
 def main(call_path: str, result_path: str) -> int:
