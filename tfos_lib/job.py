@@ -111,14 +111,15 @@ def spark_session(app_name: str):
     return builder.getOrCreate()
 
 
-def launch(train_fn, cfg: JobConfig, inputs: dict, spark):
-    """``tfos_lib.run(train_fn, cfg, ...)`` with the common options of ``cfg`` (driver side)."""
+def launch(train_fn, cfg: JobConfig, inputs: dict, spark, extra_args: tuple = ()):
+    """``tfos_lib.run(train_fn, cfg, *extra_args, ...)`` with the common options of ``cfg`` (driver side)."""
     from tfos_lib.cluster import run
     from tfos_lib.monitor import Timeouts
 
     return run(
         train_fn,
         cfg,
+        *extra_args,
         num_workers=cfg.num_workers,
         backend=cfg.backend,
         inputs=inputs,

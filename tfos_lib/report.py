@@ -22,10 +22,12 @@ from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "METRICS_FILE",
+    "new_figure",
     "plot_confusion_matrix",
     "plot_curves",
     "plot_image_grid",
     "read_metrics",
+    "save_figure",
     "write_metrics",
 ]
 
@@ -97,13 +99,15 @@ def read_metrics(output_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(output_dir) / METRICS_FILE).read_text(encoding="utf-8"))
 
 
-def _new_figure(figsize: tuple[float, float]) -> Figure:
+def new_figure(figsize: tuple[float, float]) -> Figure:
+    """A figure drawn by Agg, not registered with pyplot (see the module docstring)."""
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)  # attaches itself to fig; Agg renders without a display
     return fig
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Writes ``fig`` as a PNG at ``path`` (parent directories created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=100)
@@ -139,7 +143,7 @@ def plot_curves(
     other = {k: v for k, v in history.items() if k not in acc}
     groups = [g for g in (other, acc) if g]
 
-    fig = _new_figure((6 * len(groups), 4))
+    fig = new_figure((6 * len(groups), 4))
     fig.suptitle(title)
     for ax, group in zip(
         fig.subplots(1, len(groups), squeeze=False)[0], groups, strict=True
@@ -153,7 +157,7 @@ def plot_curves(
         ax.set_ylabel("accuracy" if group is acc else "value")
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(
@@ -182,7 +186,7 @@ def plot_confusion_matrix(
     cm = confusion_matrix(y_true, y_pred, labels=list(range(n)))
 
     size = max(4.0, 0.5 * n + 2)
-    fig = _new_figure((size + 1, size))
+    fig = new_figure((size + 1, size))
     ax = fig.subplots()
     im = ax.imshow(cm, cmap="Blues")
     fig.colorbar(im, ax=ax)
@@ -203,7 +207,7 @@ def plot_confusion_matrix(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
     return cm.tolist()
 
 
@@ -242,11 +246,11 @@ def plot_image_grid(
     # Fixed range for uint8 so a faint digit is not stretched to full contrast.
     vrange = {"vmin": 0, "vmax": 255} if images.dtype == np.uint8 else {}
 
-    fig = _new_figure((1.5 * ncols, 1.7 * nrows))
+    fig = new_figure((1.5 * ncols, 1.7 * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes:
         ax.axis("off")
     for ax, image, title in zip(axes, images, titles, strict=False):
         ax.imshow(image, cmap="gray", **vrange)
         ax.set_title(title, fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
