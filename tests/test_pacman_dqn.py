@@ -109,6 +109,31 @@ def test_replay_wraps_around_and_resumes_from_its_files(tmp_path):
         ReplayMemory(str(tmp_path), 32, FRAME_SHAPE)
 
 
+# -- experience channel -----------------------------------------------------------------------
+
+
+def test_experience_rounds_end_and_abort(tmp_path):
+    from tfos_lib.experience import ExperienceAborted, ExperienceChannel
+
+    driver, learner = ExperienceChannel(str(tmp_path)), ExperienceChannel(str(tmp_path))
+    episode = _episode(1, 5, terminated=True)
+    driver.write_round(0, [[episode.to_bytes()], []], {"env_steps": 5, "rank_steps": [5, 0]})
+    assert learner.wait_round(0, lambda: None, timeout=1)["rank_steps"] == [5, 0]
+    (got,) = learner.read_episodes(0, rank=0)
+    np.testing.assert_array_equal(got.frames, episode.frames)
+    assert learner.read_episodes(0, rank=1) == []
+    with pytest.raises(TimeoutError, match="no experience round 1"):
+        learner.wait_round(1, lambda: None, timeout=0.3)
+    driver.finish(1)
+    assert learner.wait_round(1, lambda: None, timeout=1) is None  # the driver is done: no round 1
+    driver.abort("actor round 2 failed: ValueError: boom")
+    with pytest.raises(ExperienceAborted, match="boom"):
+        learner.wait_round(1, lambda: None, timeout=1)
+    driver.reset_after(0)  # a resumed run from scratch drops the rounds and the markers
+    with pytest.raises(TimeoutError):
+        learner.wait_round(0, lambda: None, timeout=0.3)
+
+
 # -- schedules and the learner ----------------------------------------------------------------
 
 
