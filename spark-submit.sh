@@ -88,16 +88,20 @@ fi
 
 # Executors import tfos_lib from this zip, so a cluster needs only the third-party
 # packages installed (or shipped as a packed environment, see cluster/pack-env.sh).
+# Written to a temporary name and renamed: jobs started at the same time never read half a zip.
 "$python" - "$here" <<'PY'
 import os, sys, zipfile
 root = sys.argv[1]
-with zipfile.ZipFile(os.path.join(root, "build", "tfos_lib.zip"), "w", zipfile.ZIP_DEFLATED) as zf:
+target = os.path.join(root, "build", "tfos_lib.zip")
+tmp = f"{target}.{os.getpid()}.tmp"
+with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
     for folder, dirs, files in os.walk(os.path.join(root, "tfos_lib")):
         dirs[:] = [d for d in dirs if d != "__pycache__"]
         for name in files:
             if name.endswith(".py"):
                 path = os.path.join(folder, name)
                 zf.write(path, os.path.relpath(path, root))
+os.replace(tmp, target)
 PY
 
 export TF_USE_LEGACY_KERAS=1
@@ -118,6 +122,7 @@ exec "$submit" \
   --py-files "$here/build/tfos_lib.zip" \
   --conf spark.executorEnv.TF_USE_LEGACY_KERAS=1 \
   --conf "spark.pyspark.driver.python=$python" \
+  --driver-java-options "-Dlog4j2.configurationFile=file:$here/conf/log4j2.properties" \
   "${executor_python[@]}" \
   "${spark_args[@]}" \
   "$script" "${job_args[@]}"
