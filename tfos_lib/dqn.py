@@ -366,8 +366,6 @@ def evaluate(spark, cfg: DQNConfig, num_actions: int, weights, record_seed: int 
     spec, epsilon = cfg.env, cfg.eval_epsilon
 
     def task(partition):
-        from tfos_lib import atari  # noqa: F401  (executors import lazily)
-
         value = broadcast.value if broadcast is not None else None
         for episode in play_episodes(spec, num_actions, value, epsilon, list(partition), record_seed=record_seed):
             yield episode.seed, episode.length, episode.score, episode.render
