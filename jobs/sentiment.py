@@ -241,19 +241,6 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, spec: ModelSpec) -> dict:
     return result
 
 
-def _with_spec(spec: ModelSpec):
-    """``train_fn`` with ``spec`` bound, as the ``train_fn(ctx, cfg)`` the launcher calls.
-
-    A closure, not ``functools.partial``: the launcher ships the module of
-    ``train_fn.__module__`` by value, and a partial's module is ``functools``.
-    """
-
-    def train_with_spec(ctx, cfg):
-        return train_fn(ctx, cfg, spec)
-
-    return train_with_spec
-
-
 def evaluate(labels, scores, sentence_ids) -> dict:
     """Accuracy and ROC AUC over held-out rows, and over distinct held-out sentences (driver and chief)."""
     from sklearn.metrics import roc_auc_score
@@ -303,7 +290,7 @@ def run_split(spark, cfg: Config, rows, split: str, probes) -> tuple[dict, text.
     }
     # Each split trains in its own output folder, so one's checkpoints never resume the other.
     run_cfg = cfg if export else dataclasses.replace(cfg, output_dir=os.path.join(cfg.output_dir, f"{split}_split"))
-    result = job.launch(_with_spec(spec), run_cfg, inputs, spark)
+    result = job.launch(train_fn, run_cfg, inputs, spark, extra_args=(spec,))
     metrics = {
         "description": SPLITS[split],
         **evaluate(result.pop("test_labels"), result.pop("test_scores"), result.pop("test_sentence_ids")),
