@@ -246,6 +246,7 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, plan: TrainPlan) -> dict:
     import resource
 
     tf = tfos_lib.import_tensorflow()
+    ctx.strategy()  # before any TensorFlow op: collectives must be configured at startup
     result: dict = {"book_mse": {}, "ranking": {}, "history": {}}
     factors_dir = os.path.join(ctx.output_dir, "factors")
     if ctx.is_chief:

@@ -244,6 +244,20 @@ def test_two_workers_end_with_the_same_embeddings_as_one(spark, tmp_path):
     assert max(np.abs(w).max() for w in weights[1]) > 0.1
 
 
+def test_ranking_alone_trains_in_a_barrier_worker(spark, tmp_path):
+    """Without the book setup the first TensorFlow op is the ranking's; the strategy must exist before it."""
+    import tfos_lib
+
+    rows = [(v, i) for v in range(12) for i in range(9) if (v + i) % 3 == 0]
+    inputs = {"rank_train": spark.createDataFrame(rows, "visitor int, item int")}
+    plan = job.TrainPlan(12, 9, ("mf",), book_setup=False)
+    cfg = job.Config(batch_size=12, epochs=2, negatives=2, output_dir=str(tmp_path), book_setup=False)
+    result = tfos_lib.run(job.train_fn, cfg, plan, num_workers=1, inputs=inputs, output_dir=str(tmp_path), spark=spark)
+    assert set(result["ranking"]) == {"mf"} and len(result["history"]["ranking_mf"]) == 2
+    with np.load(tmp_path / "factors" / "mf.npz") as saved:
+        assert saved["visitor_vectors"].shape == (12, 5) and saved["item_vectors"].shape == (9, 5)
+
+
 # ---------------------------------------------------------------------------------------------
 # The job.
 
