@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -155,17 +155,6 @@ def epsilon_greedy(q_values: Callable[[np.ndarray], np.ndarray], num_actions: in
         return int(np.argmax(q_values(stack)))
 
     return choose
-
-
-def episodes_until(spec: EnvSpec, seeds: Iterator[int], choose_action, min_steps: int) -> Iterator[Episode]:
-    """Whole episodes, one seed each, until at least ``min_steps`` agent steps were played."""
-    steps = 0
-    for seed in seeds:
-        episode = play(spec, seed, choose_action)
-        steps += episode.length
-        yield episode
-        if steps >= min_steps:
-            return
 
 
 def save_gif(frames: list, path: str, fps: int = 15) -> None:

@@ -321,16 +321,20 @@ def executor_label() -> str:
     return f"{socket.gethostname()}:{os.path.basename(os.getcwd())}"
 
 
-def _actor_task(spec, num_actions, weights_broadcast, epsilon, min_steps):
-    def task(partition):
-        for actor_id, first_seed in partition:
-            weights = weights_broadcast.value if weights_broadcast is not None else None
-            seeds = iter(range(first_seed, first_seed + 1_000_000))
-            where = executor_label()
-            for episode in play_episodes(spec, num_actions, weights, epsilon, seeds, min_steps):
-                yield actor_id, episode.seed, episode.length, episode.score, where, episode.to_bytes()
+def _episodes_job(spark, description: str, items: list, slices: int, weights, make_task) -> list:
+    """Runs ``items`` through ``make_task(weights_broadcast)`` as one Spark job and collects the rows.
 
-    return task
+    The weights travel as one broadcast (None: the random policy), destroyed afterwards.
+    """
+    sc = spark.sparkContext
+    broadcast = sc.broadcast(weights) if weights is not None else None
+    sc.setJobDescription(description)
+    try:
+        return sc.parallelize(items, slices).mapPartitions(make_task(broadcast)).collect()
+    finally:
+        sc.setJobDescription(None)
+        if broadcast is not None:
+            broadcast.destroy()
 
 
 def collect_round(spark, cfg: DQNConfig, num_actions: int, round_index: int, num_actors: int, weights, epsilon: float):
@@ -339,19 +343,22 @@ def collect_round(spark, cfg: DQNConfig, num_actions: int, round_index: int, num
     Actor ``a`` of round ``r`` plays reset seeds ``seed*10^9 + r*10^6 + a*10^4 + i`` (distinct everywhere;
     evaluation seeds are small numbers, so training never replays an evaluation episode).
     """
-    sc = spark.sparkContext
-    broadcast = sc.broadcast(weights) if weights is not None else None
-    try:
-        starts = [(a, cfg.seed * 10**9 + (round_index + 1) * 10**6 + a * 10**4) for a in range(num_actors)]
-        min_steps = -(-cfg.steps_per_round // num_actors)
-        sc.setJobDescription(f"DQN actor round {round_index + 1}: {num_actors} actors, epsilon {epsilon:.3f}")
-        rows = sc.parallelize(starts, num_actors).mapPartitions(
-            _actor_task(cfg.env, num_actions, broadcast, epsilon, min_steps)).collect()
-    finally:
-        sc.setJobDescription(None)
-        if broadcast is not None:
-            broadcast.destroy()
-    return rows
+    spec, min_steps = cfg.env, -(-cfg.steps_per_round // num_actors)
+
+    def make_task(broadcast):
+        def task(partition):
+            for actor_id, first_seed in partition:
+                value = broadcast.value if broadcast is not None else None
+                seeds = iter(range(first_seed, first_seed + 1_000_000))
+                where = executor_label()
+                for episode in play_episodes(spec, num_actions, value, epsilon, seeds, min_steps):
+                    yield actor_id, episode.seed, episode.length, episode.score, where, episode.to_bytes()
+
+        return task
+
+    starts = [(a, cfg.seed * 10**9 + (round_index + 1) * 10**6 + a * 10**4) for a in range(num_actors)]
+    description = f"DQN actor round {round_index + 1}: {num_actors} actors, epsilon {epsilon:.3f}"
+    return _episodes_job(spark, description, starts, num_actors, weights, make_task)
 
 
 def evaluate(spark, cfg: DQNConfig, num_actions: int, weights, record_seed: int | None = None) -> dict:
@@ -360,25 +367,21 @@ def evaluate(spark, cfg: DQNConfig, num_actions: int, weights, record_seed: int 
     ``weights`` None is the uniformly random policy. Returns the scores, lengths and
     (when ``record_seed`` is one of the seeds) that episode's RGB screens.
     """
-    sc = spark.sparkContext
     seeds = list(range(cfg.eval_seed, cfg.eval_seed + cfg.eval_episodes))
-    broadcast = sc.broadcast(weights) if weights is not None else None
     spec, epsilon = cfg.env, cfg.eval_epsilon
 
-    def task(partition):
-        value = broadcast.value if broadcast is not None else None
-        for episode in play_episodes(spec, num_actions, value, epsilon, list(partition), record_seed=record_seed):
-            yield episode.seed, episode.length, episode.score, episode.render
+    def make_task(broadcast):
+        def task(partition):
+            value = broadcast.value if broadcast is not None else None
+            for episode in play_episodes(spec, num_actions, value, epsilon, list(partition), record_seed=record_seed):
+                yield episode.seed, episode.length, episode.score, episode.render
 
-    slices = min(len(seeds), max(1, sc.defaultParallelism) * 4)
+        return task
+
+    slices = min(len(seeds), max(1, spark.sparkContext.defaultParallelism) * 4)
     label = "random policy" if weights is None else f"agent (epsilon {epsilon})"
-    sc.setJobDescription(f"DQN evaluation: {len(seeds)} episodes of the {label}")
-    try:
-        rows = sorted(sc.parallelize(seeds, slices).mapPartitions(task).collect())
-    finally:
-        sc.setJobDescription(None)
-        if broadcast is not None:
-            broadcast.destroy()
+    rows = sorted(_episodes_job(spark, f"DQN evaluation: {len(seeds)} episodes of the {label}", seeds, slices,
+                                weights, make_task))
     scores = np.array([r[2] for r in rows], np.float64)
     render = next((r[3] for r in rows if r[3]), None)
     return {

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+from tfos_lib.report import new_figure, save_figure
 
 __all__ = ["Z_95", "band", "coverage", "gaussian_nlpd", "plot_forecast", "point_errors"]
 
@@ -92,8 +92,7 @@ def plot_forecast(
     Returns:
         The path written.
     """
-    fig = Figure(figsize=(12, 6), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((12, 6))
     ax = fig.subplots()
     if history is not None and len(history[0]):
         ax.plot(history[0], history[1], color="0.45", linewidth=1, label="history (training)")
@@ -114,7 +113,4 @@ def plot_forecast(
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)  # outside: never over the data
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
-    return path
+    return save_figure(fig, path)

@@ -390,22 +390,12 @@ class ValidatedEvents:
 
 
 def find_events_file(data_dir: str | os.PathLike) -> str:
-    """``data_dir/events.csv`` (or ``data_dir`` itself if it is a file).
+    """``data_dir/events.csv`` (or ``data_dir`` itself if it is a file); see :func:`tfos_lib.job.find_data_file`."""
+    from tfos_lib.job import find_data_file
 
-    Raises:
-        FileNotFoundError: naming the expected file and what the directory holds.
-    """
-    data_dir = Path(data_dir)
-    if data_dir.is_file():
-        return str(data_dir)
-    path = data_dir / "events.csv"
-    if path.is_file():
-        return str(path)
-    found = sorted(p.name for p in data_dir.iterdir())[:10] if data_dir.is_dir() else None
-    where = f"it holds {found}" if found is not None else "that directory does not exist"
-    raise FileNotFoundError(
-        f"expected {path} (Retailrocket's events.csv: {','.join(EVENTS_HEADER)}); {where}. "
-        "Pass --data-dir with the folder of events.csv (or --events-csv FILE), or omit both to use generated data."
+    return find_data_file(
+        data_dir, "events.csv", f"Retailrocket's events.csv: {','.join(EVENTS_HEADER)}",
+        "Pass --data-dir with the folder of events.csv (or --events-csv FILE), or omit both to use generated data.",
     )
 
 

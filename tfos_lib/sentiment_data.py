@@ -24,22 +24,13 @@ _LINE_PATTERN = r"^[01]\t.*\S"
 
 
 def find_sentiment_file(data_dir: str | os.PathLike) -> str:
-    """The path of ``sentiment.txt`` in ``data_dir`` (or ``data_dir`` itself if it is that file).
+    """``sentiment.txt`` in ``data_dir`` (or ``data_dir`` itself if it is that file); see
+    :func:`tfos_lib.job.find_data_file`."""
+    from tfos_lib.job import find_data_file
 
-    Raises:
-        FileNotFoundError: naming the expected file and what the directory holds.
-    """
-    data_dir = Path(data_dir)
-    if data_dir.is_file():
-        return str(data_dir)
-    path = data_dir / SENTIMENT_FILE
-    if path.is_file():
-        return str(path)
-    found = sorted(p.name for p in data_dir.iterdir())[:10] if data_dir.is_dir() else None
-    where = f"it holds {found}" if found is not None else "that directory does not exist"
-    raise FileNotFoundError(
-        f"expected {path} (lines 'label<TAB>sentence', label 0 or 1: the book's chapter 3 data); {where}. "
-        "Pass --data-dir with the folder of sentiment.txt, or omit it to use generated data."
+    return find_data_file(
+        data_dir, SENTIMENT_FILE, "lines 'label<TAB>sentence', label 0 or 1: the book's chapter 3 data",
+        "Pass --data-dir with the folder of sentiment.txt, or omit it to use generated data.",
     )
 
 
