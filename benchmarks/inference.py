@@ -5,7 +5,7 @@ floats each) in:
 
 * plain single-process tf-keras ``model.predict`` on a numpy array, limited to 1
   thread (the per-core baseline) and with all threads;
-* ``tfos_lib.inference.predict`` (Spark's ``predict_batch_udf``) over a cached
+* ``tfos_lib.ml.inference.predict`` (Spark's ``predict_batch_udf``) over a cached
   DataFrame on ``local-cluster[N,1,2048]``, N = 1 and 2 executors of one core.
   "warm" passes reuse the model already loaded in every Python worker; "cold"
   (the first pass) includes starting the Python workers, importing TensorFlow
@@ -92,7 +92,7 @@ def run_plain(model_path: str, rows: int, threads: int | None) -> dict:
     from tfos_lib.tfenv import configure_threads
 
     tf = tfos_lib.import_tensorflow()
-    # The same thread pools a one-core Spark task gets (tfos_lib.inference sizes them alike).
+    # The same thread pools a one-core Spark task gets (tfos_lib.ml.inference sizes them alike).
     configure_threads(tf, threads)
     model = tf.keras.models.load_model(model_path, compile=False)
     x = make_images(rows)
@@ -104,7 +104,7 @@ def run_dataframe(model_path: str, rows: int, executors: int) -> dict:
     import pyarrow as pa
     from pyspark.sql import SparkSession
 
-    from tfos_lib import inference
+    from tfos_lib.ml import inference
 
     spark = (
         SparkSession.builder.master(f"local-cluster[{executors},1,2048]")

@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import tfos_lib
-from tfos_lib import inference, job, mnist_data, report
+from tfos_lib import job, report
+from tfos_lib.datasets import idx
+from tfos_lib.ml import inference
 
 BOOK_REFERENCE = {
     "logreg": {"test_accuracy": 0.9097, "source": "chapter 1, Keras, SGD 0.01, 5 epochs, full MNIST"},
@@ -104,7 +106,7 @@ def load_data(spark, cfg: Config):
     import pyarrow as pa
     from pyspark.sql import functions as F
 
-    arrays = mnist_data.load_mnist(cfg.data_dir) if cfg.data_dir else mnist_data.load_default_digits(seed=cfg.seed)
+    arrays = idx.load_mnist(cfg.data_dir) if cfg.data_dir else idx.load_default_digits(seed=cfg.seed)
 
     def to_frame(images: np.ndarray, labels: np.ndarray):
         flat = images.reshape(len(images), -1)

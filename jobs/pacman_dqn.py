@@ -7,7 +7,7 @@ trained with cross-entropy on Bellman targets; it reports a random policy at
 219.46 on average over 500 episodes (max 1070, min 70) and its agent at 270.5
 over 100 episodes (max 580, min 70).
 
-This job trains a real DQN (``tfos_lib.dqn``): 4 stacked 86x80 grayscale
+This job trains a real DQN (``tfos_lib.rl.dqn``): 4 stacked 86x80 grayscale
 frames, sign-clipped rewards, n-step Double-DQN targets from a target network,
 Huber loss, uniform replay, a linear epsilon schedule. Actors play whole
 episodes in Spark tasks with the newest weights; the learners (``--num-workers``
@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tfos_lib import atari, dqn, job, report
+from tfos_lib import job, report
+from tfos_lib.rl import atari, dqn
 
 BOOK_REFERENCE = {
     "random_policy": {"episodes": 500, "mean": 219.46, "max": 1070.0, "min": 70.0},

@@ -45,15 +45,15 @@ What this job changes, and why:
 
 Data: Retailrocket's ``events.csv`` (``--data-dir`` with it, or ``--events-csv``).
 Without either, ``--generated-events`` rows (default 200,000) of
-:mod:`tfos_lib.retail_data`'s generated log are written to
-``<output-dir>/default-data/events.csv``; ``python3 -m tfos_lib.retail_data --out
+:mod:`tfos_lib.datasets.retailrocket`'s generated log are written to
+``<output-dir>/default-data/events.csv``; ``python3 -m tfos_lib.datasets.retailrocket --out
 events.csv`` writes the full-size one (2,756,101 rows).
 
 Run::
 
     ./spark-submit.sh recommend                                  # generated data, 1 worker
     ./spark-submit.sh recommend --master 'local[2]' -- --num-workers 2
-    python3 -m tfos_lib.retail_data --out /data/rr/events.csv && ./spark-submit.sh recommend -- --data-dir /data/rr
+    python3 -m tfos_lib.datasets.retailrocket --out /data/rr/events.csv && ./spark-submit.sh recommend -- --data-dir /data/rr
 
 Writes to ``--output-dir``: metrics.json (metrics per model, baselines, bad rows,
 phase timings and driver peak memory), comparison.png, training_curves.png,
@@ -72,7 +72,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import tfos_lib
-from tfos_lib import job, recommend, report, retail_data
+from tfos_lib import job, report
+from tfos_lib.datasets import retailrocket
+from tfos_lib.recsys import ranking
 
 MODELS = ("mf", "nn")
 MODEL_NAMES = {"mf": "matrix factorisation", "nn": "neural network", "als": "ALS (implicit)", "popularity": "popularity"}
@@ -184,7 +186,7 @@ def build_model(kind: str, num_visitors: int, num_items: int, factors: int, obje
     ``regularization``: L2 on the embedding rows a batch looks up (not the whole
     table, which would make every step's gradient dense); the book had none.
     ``optimizer``: ``adam`` (Keras', the book's) or ``lazy_adam``
-    (:func:`tfos_lib.recommend.make_lazy_adam`: the same update, but only for the
+    (:func:`tfos_lib.recsys.ranking.make_lazy_adam`: the same update, but only for the
     embedding rows in the batch).
     """
     tf = tfos_lib.import_tensorflow()
@@ -212,13 +214,13 @@ def build_model(kind: str, num_visitors: int, num_items: int, factors: int, obje
     if optimizer == "adam":
         chosen = tf.keras.optimizers.Adam(learning_rate=learning_rate)
     else:
-        chosen = recommend.make_lazy_adam(tf, learning_rate)
+        chosen = ranking.make_lazy_adam(tf, learning_rate)
     model.compile(optimizer=chosen, loss=loss)
     return model
 
 
 def scorer_arrays(kind: str, model, factors: int) -> dict[str, np.ndarray]:
-    """A ranking model as the arrays :class:`tfos_lib.recommend.Scorer` needs (chief side, numpy).
+    """A ranking model as the arrays :class:`tfos_lib.recsys.ranking.Scorer` needs (chief side, numpy).
 
     MF: the two embedding tables. The network: its first two dense layers are linear,
     so ``FC-3``'s input is ``[item; visitor] @ W1 @ W2 @ W3 + c``; folding the item and
@@ -365,12 +367,12 @@ def events_source(cfg: Config, log) -> tuple[str, str]:
             raise FileNotFoundError(f"--events-csv {cfg.events_csv}: no such file (expected Retailrocket's events.csv).")
         return cfg.events_csv, f"file:{cfg.events_csv}"
     if cfg.data_dir:
-        path = retail_data.find_events_file(cfg.data_dir)
+        path = retailrocket.find_events_file(cfg.data_dir)
         return path, f"file:{path}"
-    shape = retail_data.RetailrocketShape.scaled(cfg.generated_events)
+    shape = retailrocket.RetailrocketShape.scaled(cfg.generated_events)
     path = os.path.join(cfg.output_dir, "default-data", "events.csv")
     log.info("generating %s events (seed %d) into %s", f"{shape.events:,}", cfg.seed, path)
-    retail_data.write_events(path, retail_data.generate(shape, cfg.seed), seed=cfg.seed)
+    retailrocket.write_events(path, retailrocket.generate(shape, cfg.seed), seed=cfg.seed)
     return path, f"generated ({shape.events} events, seed {cfg.seed})"
 
 
@@ -379,8 +381,8 @@ def preprocess(spark, events, cfg: Config) -> dict:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    visitors = recommend.dense_index(events, "visitorid", "visitor")
-    items = recommend.dense_index(events, "itemid", "item")
+    visitors = ranking.dense_index(events, "visitorid", "visitor")
+    items = ranking.dense_index(events, "itemid", "item")
     indexed = (
         events.join(visitors, "visitorid").join(items, "itemid")
         .select("visitor", "item", "event_code", "timestamp")
@@ -393,7 +395,7 @@ def preprocess(spark, events, cfg: Config) -> dict:
     book_train = book.filter(F.col("u") < 0.8).select("visitor", "item", "label")
     book_test = book.filter(F.col("u") >= 0.9).select("visitor", "item", "label")
 
-    pairs = recommend.leave_last_out(recommend.interactions(indexed), cfg.holdout_fraction)
+    pairs = ranking.leave_last_out(ranking.interactions(indexed), cfg.holdout_fraction)
     pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
     rank_train = pairs.filter(~F.col("held_out")).select("visitor", "item", "strength")
     held_out = pairs.filter(F.col("held_out")).select("visitor", "item")
@@ -469,22 +471,22 @@ def build_scorers(spark, cfg: Config, data: dict, trained: dict, als_model) -> t
     popularity[known["item"].to_numpy()] = known["visitors"].to_numpy()
     # Items nobody interacted with in training are no model's candidates.
     offset = np.where(popularity > 0, 0.0, -np.inf).astype(np.float32)
-    scorers = {"popularity": recommend.Scorer("constant", popularity[:, None], offset)}
+    scorers = {"popularity": ranking.Scorer("constant", popularity[:, None], offset)}
     vectors = {"popularity": None}
     for kind, info in trained.items():
         arrays = np.load(info["factors_file"])
-        scorers[kind] = recommend.Scorer(
+        scorers[kind] = ranking.Scorer(
             str(arrays["kind"]), arrays["item_vectors"].astype(np.float32), offset,
             arrays["output_weights"].astype(np.float32) if "output_weights" in arrays else None,
             float(arrays["output_bias"]) if "output_bias" in arrays else 0.0,
         )
         table = arrays["visitor_vectors"]
-        vectors[kind] = recommend.vectors_frame(spark, np.arange(len(table)), table)
+        vectors[kind] = ranking.vectors_frame(spark, np.arange(len(table)), table)
     if als_model is not None:
         item_factors = als_model.itemFactors.toPandas()
         matrix = np.zeros((n_items, cfg.factors), np.float32)
         matrix[item_factors["id"].to_numpy()] = np.stack(item_factors["features"].to_numpy())
-        scorers["als"] = recommend.Scorer("dot", matrix, offset)
+        scorers["als"] = ranking.Scorer("dot", matrix, offset)
         vectors["als"] = als_model.userFactors.select(
             F.col("id").alias("visitor"), F.col("features").cast("array<float>").alias("vector"))
     return scorers, vectors
@@ -502,7 +504,7 @@ def recommend_for(visitors, seen, vectors, scorer, k: int, num_visitors: int):
     # Scoring is the heavy part: spread it over enough tasks (about 20,000 visitors each, at least one per core).
     spark = visitors.sparkSession
     partitions = max(spark.sparkContext.defaultParallelism, -(-num_visitors // 20_000))
-    return recommend.top_n(frame.select("visitor", "vector", "seen").repartition(partitions, "visitor"), scorer, k)
+    return ranking.top_n(frame.select("visitor", "vector", "seen").repartition(partitions, "visitor"), scorer, k)
 
 
 def main(argv=None) -> dict:
@@ -510,13 +512,13 @@ def main(argv=None) -> dict:
     log = job.setup_logging()
     started = time.perf_counter()
     spark = job.spark_session("recommend")
-    timer = recommend.PhaseTimer(recommend.driver_jvm_pid(spark))
+    timer = ranking.PhaseTimer(ranking.driver_jvm_pid(spark))
     from pyspark.sql import functions as F
 
     with timer.phase("generate" if not (cfg.events_csv or cfg.data_dir) else "locate", log):
         path, source = events_source(cfg, log)
     with timer.phase("read", log):
-        validated = retail_data.read_events(spark, path, cfg.max_bad_fraction)
+        validated = retailrocket.read_events(spark, path, cfg.max_bad_fraction)
         if validated.dropped_rows:
             log.warning("dropped %d of %d rows: %s", validated.dropped_rows, validated.total_rows,
                         {k: v for k, v in validated.bad_rows.items() if v})
@@ -541,7 +543,7 @@ def main(argv=None) -> dict:
     with timer.phase("train_als", log):
         als_model = train_als(data["rank_train"], cfg)
 
-    ranking = {}
+    ranked = {}
     with timer.phase("evaluate", log):
         scorers, vectors = build_scorers(spark, cfg, data, trained["ranking"], als_model)
         for name in (*cfg.model_list, "als", "popularity"):
@@ -549,10 +551,10 @@ def main(argv=None) -> dict:
             recs = recommend_for(data["eval_visitors"], seen, vectors[name], scorers[name], cfg.top_k,
                                  summary["evaluated_visitors"])
             recs.write.mode("overwrite").parquet(out)
-            ranking[name] = recommend.ranking_metrics(spark.read.parquet(out), data["held_out"], cfg.top_k)
+            ranked[name] = ranking.ranking_metrics(spark.read.parquet(out), data["held_out"], cfg.top_k)
             log.info("%-10s precision@%d %.4f recall@%d %.4f ndcg@%d %.4f hit rate %.4f", name, cfg.top_k,
-                     ranking[name]["precision"], cfg.top_k, ranking[name]["recall"], cfg.top_k,
-                     ranking[name]["ndcg"], ranking[name]["hit_rate"])
+                     ranked[name]["precision"], cfg.top_k, ranked[name]["recall"], cfg.top_k,
+                     ranked[name]["ndcg"], ranked[name]["hit_rate"])
     all_visitors = None
     if cfg.recommend_all != "none":
         with timer.phase("recommend_all", log):
@@ -572,19 +574,19 @@ def main(argv=None) -> dict:
     if cfg.book_setup:
         book_mse = {f"{kind} (book setup)": trained["book_mse"][kind]["test_mse"] for kind in cfg.model_list}
         book_mse |= {"constant train mean": baselines["constant_mean_mse"], "constant 1": baselines["constant_one_mse"]}
-        recommend.plot_comparison(
-            os.path.join(cfg.output_dir, "comparison.png"), {MODEL_NAMES[n]: m for n, m in ranking.items()},
+        ranking.plot_comparison(
+            os.path.join(cfg.output_dir, "comparison.png"), {MODEL_NAMES[n]: m for n, m in ranked.items()},
             book_mse, cfg.top_k, f"Chapter 11 on {source}: {summary['events']:,} events",
         )
     else:
-        recommend.plot_comparison(os.path.join(cfg.output_dir, "comparison.png"),
-                                  {MODEL_NAMES[n]: m for n, m in ranking.items()}, {}, cfg.top_k,
+        ranking.plot_comparison(os.path.join(cfg.output_dir, "comparison.png"),
+                                  {MODEL_NAMES[n]: m for n, m in ranked.items()}, {}, cfg.top_k,
                                   f"Chapter 11 on {source}")
     report.plot_curves(os.path.join(cfg.output_dir, "training_curves.png"),
                        {name.replace("_", " ") + " loss": values for name, values in trained["history"].items()},
                        title="Chapter 11: training loss per model")
     metrics = {
-        "ranking": ranking,
+        "ranking": ranked,
         "k": cfg.top_k,
         "book_mse": {
             "models": trained["book_mse"],
@@ -596,7 +598,7 @@ def main(argv=None) -> dict:
         "worker_peak_rss_mb": trained["worker_peak_rss_mb"],
         "data": {"source": source, "path": path, "total_rows": validated.total_rows,
                  "dropped_rows": validated.dropped_rows, "bad_rows": validated.bad_rows,
-                 "bad_row_examples": validated.examples, "bad_row_rules": retail_data.BAD_ROW_REASONS, **summary},
+                 "bad_row_examples": validated.examples, "bad_row_rules": retailrocket.BAD_ROW_REASONS, **summary},
         "recommendations_all_visitors": all_visitors,
         "timings": timer.summary(),
         "num_workers": cfg.num_workers,

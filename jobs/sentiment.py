@@ -20,7 +20,7 @@ What this job changes, and why:
   with the share of its test rows seen in training. Vocabulary and padding length
   come from each split's training rows only.
 - TensorFlow.js export without the ``tensorflowjs`` package (it does not import
-  next to TensorFlow 2.21): :mod:`tfos_lib.tfjs_export` writes the layers-model
+  next to TensorFlow 2.21): :mod:`tfos_lib.export.tfjs` writes the layers-model
   format. The GRUs keep the book's ``reset_after=False`` and ``hard_sigmoid``,
   which TF.js supports (it rejects the TF 2 default ``reset_after=True``).
 - The page tokenises exactly as Python and Spark do (the book's JavaScript removed
@@ -58,7 +58,9 @@ from pathlib import Path
 import numpy as np
 
 import tfos_lib
-from tfos_lib import job, report, sentiment_data, text, tfjs_export
+from tfos_lib import job, report
+from tfos_lib.datasets import sentences, text
+from tfos_lib.export import tfjs
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE_TEMPLATE = Path(__file__).resolve().parent / "web" / "sentiment.html"
@@ -146,13 +148,13 @@ def load_data(spark, cfg: Config):
     from pyspark.sql import functions as F
 
     if cfg.data_dir:
-        path, source = sentiment_data.find_sentiment_file(cfg.data_dir), None
+        path, source = sentences.find_sentiment_file(cfg.data_dir), None
     else:
-        target = Path(cfg.output_dir) / "default-data" / sentiment_data.SENTIMENT_FILE
-        path = str(sentiment_data.write_synthetic(target, cfg.synthetic_rows, cfg.seed))
+        target = Path(cfg.output_dir) / "default-data" / sentences.SENTIMENT_FILE
+        path = str(sentences.write_synthetic(target, cfg.synthetic_rows, cfg.seed))
         source = f"generated ({cfg.synthetic_rows} rows, seed {cfg.seed})"
     rows = (
-        sentiment_data.read_sentences(spark, path)
+        sentences.read_sentences(spark, path)
         .withColumn("tokens", text.tokenize_column("sentence"))
         .withColumn("key", F.array_join("tokens", " "))
         .withColumn("sentence_id", F.xxhash64("key"))
@@ -237,7 +239,7 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, spec: ModelSpec) -> dict:
     }
     if spec.export:
         local.save(f"{ctx.output_dir}/model", save_format="tf")
-        tfjs_export.save_layers_model(local, f"{ctx.output_dir}/web", metadata={"max_len": spec.max_len})
+        tfjs.save_layers_model(local, f"{ctx.output_dir}/web", metadata={"max_len": spec.max_len})
     return result
 
 

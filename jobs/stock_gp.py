@@ -17,7 +17,7 @@ curves). A quarter ``YYYYQn`` is the book's: trading days 63(n-1)..63n-1 of the 
 
 Data: one Yahoo Finance CSV per ticker (Date,Open,High,Low,Close,Adj Close,Volume)
 in ``--data-dir``; the ticker is the file name. Without ``--data-dir``: three
-synthetic tickers written in that format (``tfos_lib.stock_data``).
+synthetic tickers written in that format (``tfos_lib.datasets.stocks``).
 
 Run::
 
@@ -44,7 +44,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import tfos_lib
-from tfos_lib import forecast, job, parallel, report, stock_data
+from tfos_lib import job, parallel, report
+from tfos_lib.datasets import stocks
+from tfos_lib.gp import forecast
 
 YEAR_DAYS = 252  # the book's trading days per year; later days are dropped
 QUARTER_DAYS = YEAR_DAYS // 4
@@ -154,7 +156,7 @@ def build_model(cfg: Config, x: np.ndarray, y: np.ndarray):
     tfos_lib.import_tensorflow()
     import gpflow
 
-    from tfos_lib.gp import FastGradientGPR
+    from tfos_lib.gp.model import FastGradientGPR
 
     kernels = gpflow.kernels
     if cfg.kernel == "book":
@@ -209,12 +211,12 @@ def fit_fn(task: parallel.Task, rows, cfg: Config) -> dict:
 def load_data(spark, cfg: Config):
     """Reads and checks the CSVs (or writes the synthetic ones first). Returns ``(prices, source)``."""
     if cfg.data_dir:
-        files, source = stock_data.find_csv_files(cfg.data_dir), f"yahoo-csv:{cfg.data_dir}"
+        files, source = stocks.find_csv_files(cfg.data_dir), f"yahoo-csv:{cfg.data_dir}"
     else:
         # Under --output-dir, which executors can read on a cluster too, and kept for inspection.
         directory = os.path.join(cfg.output_dir, "default_data")
-        files, source = stock_data.write_default_data(directory, seed=cfg.seed), f"synthetic (seed {cfg.seed})"
-    return stock_data.read_prices(spark, files), source
+        files, source = stocks.write_default_data(directory, seed=cfg.seed), f"synthetic (seed {cfg.seed})"
+    return stocks.read_prices(spark, files), source
 
 
 def with_trading_days(prices):
@@ -230,7 +232,7 @@ def check_history(days, windows: list[Window], train_start: int) -> None:
     """Refuses windows the files cannot support, naming the file and line.
 
     Raises:
-        stock_data.StockDataError: history starts after ``train_start``'s first week,
+        stocks.StockDataError: history starts after ``train_start``'s first week,
             a training year has fewer than 252 - 5 trading days, or the data stops
             more than 5 trading days before a window starts.
     """
@@ -253,7 +255,7 @@ def check_history(days, windows: list[Window], train_start: int) -> None:
         file = first.file
         if first.first_date > datetime.date(train_start, 1, 7):
             full = first.first_date.year + (first.first_date > datetime.date(first.first_date.year, 1, 7))
-            raise stock_data.StockDataError(
+            raise stocks.StockDataError(
                 f"{file}: the history starts {first.first_date} (line {first.first_line}), but training starts with "
                 f"the full year {train_start} (--train-start). Use --train-start {full} or later, or a file with more history."
             )
@@ -263,13 +265,13 @@ def check_history(days, windows: list[Window], train_start: int) -> None:
                 n = row.n if row else 0
                 if n < YEAR_DAYS - SLACK_DAYS:
                     where = f"lines {row.first_line}-{row.last_line}" if row else f"the file ends {last.last_date} (line {last.last_line})"
-                    raise stock_data.StockDataError(
+                    raise stocks.StockDataError(
                         f"{file}: {n} trading days dated {year} ({where}); window {window.name} trains on the full "
                         f"years {train_start}-{window.year - 1} and needs at least {YEAR_DAYS - SLACK_DAYS} in each."
                     )
             known = by_year[window.year].n if window.year in by_year else 0
             if window.first_day and known < window.first_day - SLACK_DAYS:
-                raise stock_data.StockDataError(
+                raise stocks.StockDataError(
                     f"{file}: the history ends {last.last_date} (line {last.last_line}) with {known} trading days of "
                     f"{window.year}; window {window.label} trains on the {window.first_day} days before it "
                     f"(at least {window.first_day - SLACK_DAYS} needed)."
@@ -515,7 +517,7 @@ def main(argv=None) -> dict:
         check_history(days, list(windows.values()), cfg.train_start)
         flat = years_df.where("scale = 0").select("file", "year").limit(1).collect()
         if flat:
-            raise stock_data.StockDataError(
+            raise stocks.StockDataError(
                 f"{flat[0].file}: every price dated {flat[0].year} is the same; a year needs movement to be standardised."
             )
         if importlib.util.find_spec("gpflow") is None:

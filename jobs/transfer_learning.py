@@ -39,8 +39,9 @@ import time
 from dataclasses import dataclass, field
 
 import tfos_lib
-from tfos_lib import image_data, job, report
-from tfos_lib.image_featurizer import BACKBONES, DeepImageFeaturizer
+from tfos_lib import job, report
+from tfos_lib.datasets import image_folders
+from tfos_lib.ml.image_featurizer import BACKBONES, DeepImageFeaturizer
 
 BOOK_REFERENCE = {
     "accuracy": 1.0,
@@ -112,7 +113,7 @@ def build_pipeline(cfg: Config, num_classes: int):
     )
     if cfg.classifier == "logreg":
         return Pipeline(stages=[featurizer, LogisticRegression(maxIter=cfg.max_iter, labelCol="label")])
-    from tfos_lib.estimator import KerasEstimator
+    from tfos_lib.ml.estimator import KerasEstimator
 
     # Random backbones give features of very different scales; the softmax layer
     # needs them standardised (MLlib's LogisticRegression standardises internally).
@@ -155,9 +156,9 @@ def load_images(spark, cfg: Config):
         data_dir, source = cfg.data_dir, f"image-folders:{cfg.data_dir}"
     else:
         data_dir = os.path.join(cfg.output_dir, "default-images")
-        image_data.write_synthetic_image_folders(data_dir, per_class=cfg.default_images, seed=cfg.seed)
+        image_folders.write_synthetic_image_folders(data_dir, per_class=cfg.default_images, seed=cfg.seed)
         source = "synthetic-buses-and-cars"
-    folders = image_data.read_image_folders(spark, data_dir)
+    folders = image_folders.read_image_folders(spark, data_dir)
     images = folders.df.cache()  # decoding checks run once
     skipped = [row.asDict() for row in images.where(F.col("error").isNotNull()).select("path", "error").collect()]
     skipped += [{"path": path, "error": "empty file"} for path in folders.empty_files]
@@ -228,7 +229,7 @@ def main(argv=None) -> dict:
     shown = rows[: cfg.grid_images]
     report.plot_image_grid(
         f"{cfg.output_dir}/test_predictions.png",
-        image_data.thumbnails([r.content for r in shown]),
+        image_folders.thumbnails([r.content for r in shown]),
         [
             ("" if r.label == int(r.prediction) else "WRONG ")
             + f"pred {classes[int(r.prediction)]}\ntrue {classes[r.label]}"

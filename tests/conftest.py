@@ -1,10 +1,18 @@
-"""Shared fixtures: one small local[2] SparkSession for the whole run."""
+"""Shared fixtures: one small local[2] SparkSession for the whole run, and the workloads several tests use.
+
+Test modules never import each other: what two of them share lives here. The
+plain functions below are also what ``test_backend_tfos.py``'s child script
+imports (it runs outside pytest, with this folder on ``sys.path``).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 import tfos_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS=1 before anything imports TensorFlow)
@@ -34,3 +42,56 @@ def spark(tmp_path_factory):
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+def regression_frame(spark, rows=400):
+    """``y = 2*x0 - x1 + 0.5`` as columns ``x`` (array<float> of 2) and ``y``, spread over 3 partitions."""
+    from pyspark.sql import functions as F
+
+    x0 = (F.col("id") % 17) / 17.0
+    x1 = (F.col("id") % 5) / 5.0
+    return spark.range(0, rows, 1, 3).select(
+        F.array(x0.cast("float"), x1.cast("float")).alias("x"), (2 * x0 - x1 + 0.5).cast("float").alias("y")
+    )
+
+
+def train_linear(ctx, epochs):
+    """Fits a linear model; every worker saves its final weights for the test to compare."""
+    tf = tfos_lib.import_tensorflow()
+    tf.keras.utils.set_random_seed(0)
+    shard = ctx.data("train")
+    with ctx.strategy().scope():
+        model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
+        model.compile(tf.keras.optimizers.SGD(0.2), "mse")
+    history = model.fit(
+        ctx.distributed_dataset("train", "x", "y", global_batch_size=20),
+        steps_per_epoch=shard.steps_per_epoch(20),
+        epochs=epochs,
+        verbose=0,
+    )
+    weights = np.concatenate([w.ravel() for w in model.get_weights()])
+    np.save(os.path.join(ctx.worker_dir(), f"weights-{ctx.rank}.npy"), weights)
+    return {"loss": history.history["loss"], "rank": ctx.rank, "rows": shard.num_rows, "world": ctx.num_workers}
+
+
+@pytest.fixture(scope="session")
+def linear_regression():
+    """``(make_frame(spark, rows=400), train_fn(ctx, epochs))``: a tiny task two workers must agree on."""
+    return regression_frame, train_linear
+
+
+SENTIMENT_ROWS = 600
+
+
+@pytest.fixture(scope="session")
+def sentiment_run(spark):
+    """``(output_dir, metrics, rows)`` of one sentiment job run on a generated file (2 barrier workers, 6 epochs).
+
+    Training is the slow part of the sentiment job and browser tests, so it runs once per session.
+    """
+    from jobs import sentiment
+
+    out = Path(tempfile.mkdtemp(prefix="sentiment-job-"))
+    args = ["--num-workers", "2", "--epochs", "6", "--synthetic-rows", str(SENTIMENT_ROWS), "--output-dir", str(out)]
+    yield out, sentiment.main(args), SENTIMENT_ROWS
+    shutil.rmtree(out, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Tests for the job command line (tfos_lib.job) and the task-slot checks (tfos_lib.cluster)."""
+"""Tests for the job command line (tfos_lib.job) and the task-slot checks (tfos_lib.launcher)."""
 
 import dataclasses
 import re
@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from tfos_lib import cluster
-from tfos_lib.cluster import available_slots, check_slots, expected_slots
+from tfos_lib import launcher
 from tfos_lib.job import JobConfig, build_parser, config_dict, parse_config
+from tfos_lib.launcher import available_slots, check_slots, expected_slots
 
 
 @dataclass(frozen=True)
@@ -234,7 +234,7 @@ def test_expected_slots(conf, slots):
 @pytest.mark.parametrize("cores", [1, 6, 64])
 @pytest.mark.parametrize("master", ["local[*]", "local[*,3]"])
 def test_expected_slots_local_star_uses_this_machines_cores(monkeypatch, master, cores):
-    monkeypatch.setattr(cluster.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(launcher.os, "cpu_count", lambda: cores)
     assert expected_slots({"spark.master": master}) == cores
     assert expected_slots({"spark.master": master, "spark.task.cpus": "2"}) == cores // 2
 

@@ -22,9 +22,9 @@ from tfos_lib.tfenv import apply_tf_env as _apply_tf_env
 
 _apply_tf_env()
 
-from tfos_lib.cluster import BACKENDS, WorkerError, run  # noqa: E402
 from tfos_lib.context import WorkerContext  # noqa: E402
 from tfos_lib.feed import Input  # noqa: E402
+from tfos_lib.launcher import BACKENDS, WorkerError, run  # noqa: E402
 from tfos_lib.monitor import LauncherTimeout, Timeouts  # noqa: E402
 from tfos_lib.tfenv import import_tensorflow  # noqa: E402
 

@@ -13,12 +13,11 @@ import logging
 import os
 import sys
 import types
-from pathlib import Path
 import typing
 from dataclasses import dataclass, field
 from typing import Sequence, TypeVar
 
-from tfos_lib.cluster import BACKENDS
+from tfos_lib.launcher import BACKENDS
 
 C = TypeVar("C", bound="JobConfig")
 
@@ -101,24 +100,6 @@ def parse_config(config_cls: type[C], argv: Sequence[str] | None = None, descrip
         parser.error(str(error))
 
 
-def find_data_file(data_dir: str | os.PathLike, name: str, expected: str, how_to_fix: str) -> str:
-    """``data_dir/name``, or ``data_dir`` itself if it is a file.
-
-    Raises:
-        FileNotFoundError: naming the expected file (``expected`` describes its format),
-            what the directory holds, and ``how_to_fix``.
-    """
-    data_dir = Path(data_dir)
-    if data_dir.is_file():
-        return str(data_dir)
-    path = data_dir / name
-    if path.is_file():
-        return str(path)
-    found = sorted(p.name for p in data_dir.iterdir())[:10] if data_dir.is_dir() else None
-    where = f"it holds {found}" if found is not None else "that directory does not exist"
-    raise FileNotFoundError(f"expected {path} ({expected}); {where}. {how_to_fix}")
-
-
 def spark_session(app_name: str):
     """The job's SparkSession: spark-submit's settings, or ``local[*]`` when run as a plain script."""
     from pyspark import SparkConf
@@ -132,7 +113,7 @@ def spark_session(app_name: str):
 
 def launch(train_fn, cfg: JobConfig, inputs: dict, spark, extra_args: tuple = ()):
     """``tfos_lib.run(train_fn, cfg, *extra_args, ...)`` with the common options of ``cfg`` (driver side)."""
-    from tfos_lib.cluster import run
+    from tfos_lib.launcher import run
     from tfos_lib.monitor import Timeouts
 
     return run(
@@ -169,7 +150,7 @@ def run_main(main) -> None:
     Bad input and worker failures print one ``error:`` paragraph and exit 1;
     anything else keeps its full traceback.
     """
-    from tfos_lib.cluster import WorkerError
+    from tfos_lib.launcher import WorkerError
     from tfos_lib.monitor import LauncherTimeout
 
     code = 0

@@ -1,0 +1,249 @@
+"""Ms. Pac-Man DQN: environment and preprocessing, replay memory, schedules, the learner's target
+network, actors on two executors, data-parallel learners, resuming, bad options."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs import pacman_dqn
+from tfos_lib.rl import atari, dqn
+from tfos_lib.rl.atari import FRAME_SHAPE, STACK, Episode
+from tfos_lib.rl.replay import ReplayMemory
+
+REPO = str(Path(__file__).resolve().parents[2])  # tests/<group>/test_x.py -> the repository
+
+
+def _episode(seed: int, length: int, terminated: bool, rewards=None) -> Episode:
+    """Frame t of the episode is filled with the value ``seed * 10 + t`` (small seeds and lengths)."""
+    frames = np.stack([np.full(FRAME_SHAPE, seed * 10 + t, np.uint8) for t in range(length + 1)])
+    rewards = np.ones(length, np.float32) if rewards is None else np.asarray(rewards, np.float32)
+    return Episode(seed, frames, np.arange(length, dtype=np.uint8) % 9, rewards, terminated)
+
+
+# -- environment ------------------------------------------------------------------------------
+
+
+def test_atari_episode_is_preprocessed_and_reproducible():
+    spec = atari.EnvSpec(max_episode_steps=60)
+    assert spec.num_actions() == 9
+    first = atari.play(spec, 7, atari.random_policy(9), record=True)
+    again = atari.play(spec, 7, atari.random_policy(9))
+    assert first.frames.shape == (61, *FRAME_SHAPE) == (61, 86, 80) and first.frames.dtype == np.uint8
+    assert first.length == 60 and not first.terminated  # cut by the step cap, not game over
+    assert first.render[0].shape == (210, 160, 3) and len(first.render) == 30  # every 2nd screen
+    np.testing.assert_array_equal(first.frames, again.frames)
+    np.testing.assert_array_equal(first.actions, again.actions)
+    assert Episode.from_bytes(first.to_bytes()).score == first.score
+
+
+def test_preprocess_crops_the_score_and_averages_2x2_blocks():
+    frame = np.zeros((210, 160), np.uint8)
+    frame[0:2, 0:2] = [[10, 20], [30, 40]]
+    frame[180:, :] = 255  # score area: dropped
+    out = atari.preprocess(frame)
+    assert out.shape == (86, 80) and out[0, 0] == 25 and out.max() == 25
+
+
+def test_unknown_environment_id_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="not a registered environment.*ALE/MsPacman-v5"):
+        atari.EnvSpec(env_id="ALE/NoSuchGame-v5").make()
+
+
+# -- replay memory ----------------------------------------------------------------------------
+
+
+def test_replay_stacks_frames_within_an_episode_only(tmp_path):
+    replay = ReplayMemory(str(tmp_path), 100, FRAME_SHAPE)
+    replay.add(_episode(1, 5, terminated=True))
+    replay.add(_episode(2, 6, terminated=True))
+    stack = replay._stack(np.array([0, 2, 6, 9]))[:, 0, 0, :]  # one pixel per frame, oldest first
+    np.testing.assert_array_equal(stack[0], [10, 10, 10, 10])  # episode start: first frame repeated
+    np.testing.assert_array_equal(stack[1], [10, 10, 11, 12])
+    np.testing.assert_array_equal(stack[2], [20, 20, 20, 20])  # index 6 is episode 2's step 0
+    np.testing.assert_array_equal(stack[3], [20, 21, 22, 23])
+
+
+def test_replay_n_step_returns_stop_at_game_over_and_bootstrap_after_truncation(tmp_path):
+    replay = ReplayMemory(str(tmp_path), 100, FRAME_SHAPE)
+    replay.add(_episode(1, 4, terminated=True, rewards=[1, 0, 5, -3]))
+    replay.add(_episode(2, 2, terminated=False, rewards=[2, 2]))
+    rng = np.random.default_rng(0)
+    states, actions, returns, next_states, discounts = replay.sample(400, rng, n_step=3, gamma=0.5)
+    assert states.shape == next_states.shape == (400, *FRAME_SHAPE, STACK)
+    first = states[:, 0, 0, -1]  # newest frame identifies the step
+    expected = {  # frame value: (return with rewards clipped to sign, discount, newest frame of next state)
+        10: (1 + 0 + 0.25, 0.125, 13),
+        11: (0 + 0.5 - 0.25, 0.0, 14),  # game over inside the window: no bootstrap
+        12: (1 - 0.5, 0.0, 14),
+        13: (-1, 0.0, 14),
+        20: (1 + 0.5, 0.25, 22),  # truncated: bootstrap from the final frame
+        21: (1, 0.5, 22),
+    }
+    assert set(first.tolist()) == set(expected)  # final frames (14, 22) are never sampled
+    for value, (ret, discount, nxt) in expected.items():
+        rows = first == value
+        np.testing.assert_allclose(returns[rows], ret)
+        np.testing.assert_allclose(discounts[rows], discount)
+        assert (next_states[rows, 0, 0, -1] == nxt).all()
+    assert (actions[first == 12] == 2).all()
+
+
+def test_replay_wraps_around_and_resumes_from_its_files(tmp_path):
+    replay = ReplayMemory(str(tmp_path), 16, FRAME_SHAPE)
+    for seed in range(1, 5):  # 4 episodes of 6 frames into 16 slots: the first ones are overwritten
+        replay.add(_episode(seed, 5, terminated=True))
+    assert replay.size == 16 and replay.position == 24 % 16 and replay.steps_added == 20
+    replay.save()
+    again = ReplayMemory(str(tmp_path), 16, FRAME_SHAPE)
+    assert (again.position, again.size, again.steps_added) == (8, 16, 20)
+    # Slot 8 holds step 2 of episode 2 whose steps 0-1 were overwritten by episode 4: the stack
+    # repeats the oldest frame still there instead of mixing in episode 4's frames.
+    np.testing.assert_array_equal(again._stack(np.array([8]))[0, 0, 0], [22, 22, 22, 22])
+    np.testing.assert_array_equal(again._stack(np.array([9]))[0, 0, 0], [22, 22, 22, 23])
+    with pytest.raises(ValueError, match="same --replay-capacity"):
+        ReplayMemory(str(tmp_path), 32, FRAME_SHAPE)
+
+
+# -- experience channel -----------------------------------------------------------------------
+
+
+def test_experience_rounds_end_and_abort(tmp_path):
+    from tfos_lib.rl.experience import ExperienceAborted, ExperienceChannel
+
+    driver, learner = ExperienceChannel(str(tmp_path)), ExperienceChannel(str(tmp_path))
+    episode = _episode(1, 5, terminated=True)
+    driver.write_round(0, [[episode.to_bytes()], []], {"env_steps": 5, "rank_steps": [5, 0]})
+    assert learner.wait_round(0, lambda: None, timeout=1)["rank_steps"] == [5, 0]
+    (got,) = learner.read_episodes(0, rank=0)
+    np.testing.assert_array_equal(got.frames, episode.frames)
+    assert learner.read_episodes(0, rank=1) == []
+    with pytest.raises(TimeoutError, match="no experience round 1"):
+        learner.wait_round(1, lambda: None, timeout=0.3)
+    driver.finish(1)
+    assert learner.wait_round(1, lambda: None, timeout=1) is None  # the driver is done: no round 1
+    driver.abort("actor round 2 failed: ValueError: boom")
+    with pytest.raises(ExperienceAborted, match="boom"):
+        learner.wait_round(1, lambda: None, timeout=1)
+    driver.reset_after(0)  # a resumed run from scratch drops the rounds and the markers
+    with pytest.raises(TimeoutError):
+        learner.wait_round(0, lambda: None, timeout=0.3)
+
+
+# -- schedules and the learner ----------------------------------------------------------------
+
+
+def test_epsilon_and_update_schedules():
+    cfg = pacman_dqn.Config(learning_starts=1000, updates_per_step=0.25, epsilon_decay_steps=100,
+                            epsilon_start=1.0, epsilon_end=0.1)
+    assert cfg.epsilon(0) == 1.0 and cfg.epsilon(50) == pytest.approx(0.55) and cfg.epsilon(10**6) == pytest.approx(0.1)
+    assert cfg.updates_due(999) == 0 and cfg.updates_due(1000) == 0 and cfg.updates_due(1400) == 100
+
+
+def test_target_network_syncs_every_target_update_steps(tmp_path):
+    from tfos_lib.context import WorkerContext
+
+    cfg = pacman_dqn.Config(target_update=3, batch_size=4, learning_rate=1e-3)
+    ctx = WorkerContext(rank=0, num_workers=1, output_dir=str(tmp_path), backend="local")
+    learner = dqn.Learner(ctx, cfg, num_actions=9)
+    replay = ReplayMemory(str(tmp_path / "replay"), 200, FRAME_SHAPE)
+    replay.add(_episode(1, 20, terminated=True, rewards=np.arange(20) % 3))
+    rng = np.random.default_rng(0)
+
+    def same() -> bool:
+        return all(np.array_equal(a, b) for a, b in zip(learner.online.get_weights(), learner.target.get_weights()))
+
+    assert same()
+    synced = []
+    for _ in range(7):
+        loss, q = learner.update(replay.sample(4, rng, n_step=3, gamma=0.99))
+        assert np.isfinite(loss) and np.isfinite(q)
+        synced.append(same())
+    assert synced == [False, False, True, False, False, True, False]
+    assert int(learner.updates.numpy()) == 7
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="--batch-size 32 must be a multiple of --num-workers 3"):
+        pacman_dqn.Config(num_workers=3)
+    with pytest.raises(ValueError, match="--eval-epsilon must be between 0 and 1"):
+        pacman_dqn.Config(eval_epsilon=2.0)
+    with pytest.raises(ValueError, match="--n-step must be >= 1"):
+        pacman_dqn.Config(n_step=0)
+    with pytest.raises(ValueError, match="each share must hold the longest episode.*raise --replay-capacity to 108004"):
+        pacman_dqn.Config(num_workers=4, replay_capacity=100_000)
+
+
+# -- Spark ------------------------------------------------------------------------------------
+
+
+def test_evaluation_spreads_seeded_episodes_and_is_reproducible(spark):
+    cfg = pacman_dqn.Config(eval_episodes=4, max_episode_steps=40, eval_seed=5)
+    first = dqn.evaluate(spark, cfg, 9, None, record_seed=6)
+    again = dqn.evaluate(spark, cfg, 9, None)
+    assert first["episode_seeds"] == [5, 6, 7, 8] and first["lengths"] == [40] * 4
+    assert first["scores"] == again["scores"]
+    assert len(first["_render"]) == 20 and again["_render"] is None
+    assert first["min"] <= first["mean"] <= first["max"]
+
+
+def _submit(master: str, output: str, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [os.path.join(REPO, "spark-submit.sh"), "pacman_dqn", "--master", master, "--",
+         "--output-dir", output, "--steps-per-round", "300", "--learning-starts", "200", "--replay-capacity", "6000",
+         "--max-episode-steps", "150", "--eval-episodes", "4", "--target-update", "20", "--updates-per-step", "0.1",
+         "--batch-size", "8", "--checkpoint-every-rounds", "2", *options],
+        capture_output=True, text=True, timeout=900,
+    )
+
+
+def test_two_actors_two_learners_on_local_cluster_then_resume(tmp_path):
+    """2 learners (data-parallel) and 2 actors, each in its own executor; then a rerun continues."""
+    out = str(tmp_path / "out")
+    run = _submit("local-cluster[4,1,1024]", out, "--num-workers", "2", "--num-actors", "2", "--env-steps", "900")
+    assert run.returncode == 0, run.stderr[-6000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    training = metrics["training"]
+    assert training["learners"] == 2 and training["actors"] == 2 and training["env_steps"] >= 900
+    assert training["updates"] == int((training["env_steps"] - 200) * 0.1)
+    manifests = [json.loads(p.read_text()) for p in sorted((tmp_path / "out" / "experience").glob("round-*.json"))]
+    for m in manifests:  # each round's two actor tasks ran at the same time, in two different executors
+        assert len({e["executor"] for e in m["episodes"]}) == 2, m["episodes"]
+        assert {e["actor"] for e in m["episodes"]} == {0, 1}
+    assert all(min(m["rank_steps"]) > 0 for m in manifests)  # both learners got experience every round
+    # Data-parallel learners end with identical networks: compare the two ranks' final checkpoints.
+    import tensorflow as tf
+
+    chief = tf.train.load_checkpoint(str(tmp_path / "out" / "checkpoints" / "learner"))
+    other = tf.train.load_checkpoint(str(tmp_path / "out" / "_workers" / "1" / "discarded-checkpoint"))
+    names = [n for n in chief.get_variable_to_shape_map() if n.startswith("online/") and "OPTIMIZER" not in n]
+    assert len(names) >= 10
+    for name in names:
+        np.testing.assert_array_equal(chief.get_tensor(name), other.get_tensor(name))
+    for name in ("random", "agent"):
+        assert metrics["evaluation"][name]["episodes"] == 4
+    for artefact in ("rewards.png", "episode.gif", "episodes.csv", "q_network.keras"):
+        assert (tmp_path / "out" / artefact).stat().st_size > 0, artefact
+
+    rerun = _submit("local-cluster[4,1,1024]", out, "--num-workers", "2", "--num-actors", "2", "--env-steps", "1500")
+    assert rerun.returncode == 0, rerun.stderr[-6000:]
+    log = rerun.stdout + rerun.stderr  # spark-submit relays the Python driver's stderr on its stdout
+    assert "resuming after round 3 (900 env steps)" in log and "learner resumed from" in log
+    resumed = json.loads((tmp_path / "out" / "metrics.json").read_text())["training"]
+    assert resumed["env_steps"] >= 1500 and resumed["updates"] == int((resumed["env_steps"] - 200) * 0.1)
+    assert resumed["rounds"] > training["rounds"]
+
+
+def test_learner_failure_ends_the_job_with_its_traceback(tmp_path):
+    """Resuming with a different replay size fails inside the learner; the driver stops at once."""
+    out = str(tmp_path / "out")
+    assert _submit("local[2]", out, "--env-steps", "300", "--eval-episodes", "1").returncode == 0
+    failed = _submit("local[2]", out, "--env-steps", "600", "--replay-capacity", "7000")
+    assert failed.returncode == 1
+    log = failed.stdout + failed.stderr
+    assert "same --replay-capacity" in log and "Traceback" in log

@@ -1,0 +1,75 @@
+"""The launcher end to end: local backend in-process, barrier backend with two real workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tfos_lib
+from tfos_lib.monitor import Timeouts
+
+
+def fail_on_rank_one(ctx):
+    if ctx.rank == 1:
+        raise ValueError("boom on purpose in rank 1")
+    # The chief waits in the collective set-up for a peer that never comes.
+    tf = tfos_lib.import_tensorflow()
+    with ctx.strategy().scope():
+        tf.Variable(1.0)
+    return "unreachable"
+
+
+def test_local_backend_runs_in_process(spark, tmp_path, linear_regression):
+    make_frame, train_linear = linear_regression
+    result = tfos_lib.run(
+        train_linear, 3, backend="local", inputs={"train": make_frame(spark)}, output_dir=str(tmp_path)
+    )
+    assert result["rank"] == 0 and result["world"] == 1 and result["rows"] == 400
+    assert result["loss"][-1] < result["loss"][0]
+
+
+def test_local_backend_refuses_more_workers(spark, linear_regression):
+    _, train_linear = linear_regression
+    with pytest.raises(ValueError, match="exactly one"):
+        tfos_lib.run(train_linear, 1, backend="local", num_workers=2)
+
+
+def test_barrier_two_workers_train_together(spark, tmp_path, linear_regression):
+    make_frame, train_linear = linear_regression
+    result = tfos_lib.run(
+        train_linear,
+        4,
+        num_workers=2,
+        backend="barrier",
+        inputs={"train": make_frame(spark, rows=401)},
+        output_dir=str(tmp_path),
+        spark=spark,
+    )
+    assert result["rank"] == 0 and result["world"] == 2
+    assert result["rows"] == 200  # 401 rows -> 2 x 200, one left over
+    assert result["loss"][-1] < 0.5 * result["loss"][0]
+    chief = np.load(tmp_path / "weights-0.npy")
+    other = np.load(tmp_path / "_workers" / "1" / "weights-1.npy")
+    np.testing.assert_allclose(chief, other, rtol=0, atol=1e-6)
+    # The two shards differ, so identical weights mean the gradients were all-reduced.
+    assert not np.allclose(chief, 0)
+
+
+def test_barrier_worker_failure_reaches_driver_with_traceback(spark, tmp_path):
+    with pytest.raises(tfos_lib.WorkerError) as caught:
+        tfos_lib.run(fail_on_rank_one, num_workers=2, output_dir=str(tmp_path), spark=spark)
+    assert caught.value.rank == 1
+    assert "ValueError: boom on purpose in rank 1" in caught.value.worker_traceback
+    assert "fail_on_rank_one" in caught.value.worker_traceback
+
+
+def test_too_many_workers_is_refused_with_both_numbers(spark, linear_regression):
+    _, train_linear = linear_regression
+    with pytest.raises(RuntimeError, match=r"num_workers=3 .* only 2"):
+        tfos_lib.run(train_linear, 1, num_workers=3, spark=spark, timeouts=Timeouts(start=30))
+
+
+def test_unknown_backend(spark, linear_regression):
+    _, train_linear = linear_regression
+    with pytest.raises(ValueError, match="barrier"):
+        tfos_lib.run(train_linear, 1, backend="horovod")

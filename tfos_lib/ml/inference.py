@@ -1,0 +1,435 @@
+"""Batch inference over Spark DataFrames with Spark's own ``predict_batch_udf``.
+
+A saved model (a Keras model saved to a path, or a plain TensorFlow SavedModel
+with a serving signature) is applied to DataFrame columns::
+
+    from tfos_lib.ml import inference
+
+    scored = inference.predict(test_df, "output/mnist/model", ["image"], output_col="probabilities")
+    accuracy = inference.evaluate_classifier(test_df, "output/mnist/model", "image", "label")["accuracy"]
+
+How it runs: ``pyspark.ml.functions.predict_batch_udf`` turns the factory from
+:func:`make_predict_fn` into a pandas UDF. In each Spark Python worker the factory
+runs once (Spark caches the returned ``predict`` function per worker, keyed by a
+fresh id each time a UDF is built on the driver), loads the model, and every
+Arrow batch of rows is cut into ``batch_size`` numpy batches for it. Nothing is
+collected to the driver, and the driver never imports TensorFlow.
+
+Executors must be able to read ``model_path`` (a shared or distributed
+filesystem on a real cluster, like ``tfos_lib.run``'s ``output_dir``). TensorFlow
+in a Python worker uses as many threads as its task has CPUs
+(``spark.task.cpus``), so N concurrent tasks on a host do not oversubscribe it;
+GPU executors need nothing more (TensorFlow takes the GPUs the process sees).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import Column, DataFrame
+
+__all__ = [
+    "argmax",
+    "evaluate_classifier",
+    "make_predict_fn",
+    "predict",
+    "predict_udf",
+    "worker_tensorflow",
+]
+
+#: What :func:`predict` uses when no batch size is given: big enough to amortise
+#: the per-call cost of Keras, small enough for image models on a 1 GB executor.
+DEFAULT_BATCH_SIZE = 256
+
+
+def worker_tensorflow():
+    """Imports TensorFlow in a Spark Python worker, with legacy Keras and the task's CPU count.
+
+    Runs on executors (inside a UDF or ``make_predict_fn``). ``TF_USE_LEGACY_KERAS``
+    is set before the first import, because executors may not have imported
+    ``tfos_lib`` (which sets it) before the UDF runs. Thread pools are sized to the
+    task's CPUs once per process (later calls find TensorFlow initialised and keep
+    the pools).
+
+    Returns:
+        The ``tensorflow`` module.
+    """
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    from tfos_lib.tfenv import configure_threads, import_tensorflow
+
+    fresh = "tensorflow" not in sys.modules
+    tf = import_tensorflow()
+    if fresh:
+        configure_threads(tf, _task_cpus())
+    return tf
+
+
+def _task_cpus() -> int | None:
+    """CPUs of the running Spark task (``spark.task.cpus``), or None outside a task."""
+    try:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        return context.cpus() if context is not None else None
+    except Exception:  # not in a Spark task (e.g. called from a plain script)
+        return None
+
+
+def load_model(model_path: str, signature: str = "serving_default"):
+    """Loads a saved model for inference. Runs on executors.
+
+    Args:
+        model_path: a Keras model saved with ``model.save`` (a SavedModel directory
+            with ``keras_metadata.pb``, a ``.keras`` or ``.h5`` file), or any
+            TensorFlow SavedModel directory (then its ``signature`` is used).
+        signature: the serving signature of a plain SavedModel.
+
+    Returns:
+        ``(kind, model)``: ``("keras", tf.keras.Model)`` or ``("signature", concrete function)``.
+
+    Raises:
+        FileNotFoundError: nothing at ``model_path``.
+        ValueError: a SavedModel without the requested signature.
+    """
+    tf = worker_tensorflow()
+    if not os.path.exists(model_path):
+        raise FileNotFoundError(
+            f"no model at {model_path!r} on this executor. Save one with model.save(path) and put it where every "
+            "executor can read it (a shared or distributed filesystem path)."
+        )
+    is_keras = os.path.isfile(model_path) or os.path.exists(os.path.join(model_path, "keras_metadata.pb"))
+    if is_keras:
+        return "keras", tf.keras.models.load_model(model_path, compile=False)
+    loaded = tf.saved_model.load(model_path)
+    if signature not in loaded.signatures:
+        raise ValueError(
+            f"the SavedModel at {model_path!r} has no signature {signature!r}; it has {sorted(loaded.signatures)}. "
+            "Pass signature=<one of them>."
+        )
+    function = loaded.signatures[signature]
+    function._tfos_owner = loaded  # keeps the loaded object (and its variables) alive
+    return "signature", function
+
+
+def make_predict_fn(
+    model_path: str,
+    *,
+    num_inputs: int = 1,
+    output_names: Sequence[str] | None = None,
+    input_names: Sequence[str] | None = None,
+    signature: str = "serving_default",
+) -> Callable[[], Callable[..., Any]]:
+    """The factory ``predict_batch_udf`` calls once per Python worker to load the model.
+
+    Runs on the driver (building the factory) and on executors (calling it). The
+    returned ``predict(*inputs)`` takes one numpy array per input column and:
+
+    * reshapes each flat ``(batch, n)`` input to the model's own input shape, so
+      DataFrames can hold images and sequences as flat arrays;
+    * returns one ``(batch, k)`` float32 array (single output), or a dict of them
+      by output name (``output_names``).
+
+    Args:
+        model_path: see :func:`load_model`.
+        num_inputs: number of DataFrame columns, one per model input, in the
+            model's input order (Keras) or ``input_names`` order (signatures).
+        output_names: None for a model with one output; else the outputs to return
+            (Keras: ``model.output_names``; signatures: the output keys).
+        input_names: signature input names in column order (default: sorted).
+        signature: the serving signature of a plain SavedModel.
+
+    Returns:
+        A picklable zero-argument factory.
+    """
+    output_names = list(output_names) if output_names else None
+    input_names = list(input_names) if input_names else None
+
+    def factory():
+        # Runs once per Python worker: the model stays loaded for all later batches.
+        kind, model = load_model(model_path, signature)
+        if kind == "keras":
+            run, shapes = _keras_runner(model, num_inputs)
+        else:
+            run, shapes = _signature_runner(model, num_inputs, input_names)
+
+        def predict_batch(*inputs: np.ndarray):
+            # inputs[i].shape = [batch, n_i] (flattened tensor column) or [batch] (scalar column)
+            arrays = [_reshape(x, shape) for x, shape in zip(inputs, shapes)]
+            outputs = run(arrays)
+            # outputs: name -> [batch, k] float32
+            if output_names is None:
+                if len(outputs) != 1:
+                    raise ValueError(
+                        f"the model at {model_path!r} has {len(outputs)} outputs {list(outputs)}; pass "
+                        "output_names=[...] to choose them (each becomes a field of the result struct)."
+                    )
+                return next(iter(outputs.values()))
+            missing = [n for n in output_names if n not in outputs]
+            if missing:
+                raise ValueError(
+                    f"the model at {model_path!r} has no output(s) {missing}; its outputs are {list(outputs)}."
+                )
+            return {n: outputs[n] for n in output_names}
+
+        # predict_batch_udf counts the function's parameters to decide how many
+        # columns it takes; *inputs has none, so give it an explicit signature.
+        predict_batch.__signature__ = inspect.Signature(
+            [inspect.Parameter(f"input_{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(num_inputs)]
+        )
+        return predict_batch
+
+    return factory
+
+
+def _keras_runner(model, num_inputs: int):
+    if len(model.inputs) != num_inputs:
+        raise ValueError(
+            f"the Keras model takes {len(model.inputs)} inputs {[t.name for t in model.inputs]}, "
+            f"but {num_inputs} column(s) were given; pass one column per input, in order."
+        )
+    shapes = [tuple(t.shape[1:]) for t in model.inputs]
+    names = list(model.output_names)
+
+    def run(arrays):
+        # predict_on_batch reuses one compiled predict function: no per-call setup
+        # (model.predict builds a data adapter and progress bar on every call).
+        result = model.predict_on_batch(arrays if len(arrays) > 1 else arrays[0])
+        result = result if isinstance(result, (list, tuple)) else [result]
+        return {name: _as_2d(value) for name, value in zip(names, result)}
+
+    return run, shapes
+
+
+def _signature_runner(function, num_inputs: int, input_names: list[str] | None):
+    _, specs = function.structured_input_signature
+    names = input_names or sorted(specs)
+    if len(names) != num_inputs or set(names) - set(specs):
+        raise ValueError(
+            f"the SavedModel signature takes inputs {sorted(specs)}, but {num_inputs} column(s) were given"
+            + (f" as {names}" if input_names else "")
+            + "; pass one column per input and input_names=[...] in column order."
+        )
+    shapes = [tuple(specs[n].shape[1:]) for n in names]
+    dtypes = [specs[n].dtype for n in names]
+
+    def run(arrays):
+        import tensorflow as tf
+
+        feeds = {n: tf.convert_to_tensor(a, dtype=d) for n, a, d in zip(names, arrays, dtypes)}
+        return {key: _as_2d(value.numpy()) for key, value in function(**feeds).items()}
+
+    return run, shapes
+
+
+def _reshape(x: np.ndarray, shape: tuple) -> np.ndarray:
+    """Reshapes a flat batch to the model's per-row shape when that shape is fully known."""
+    if x.dtype == object:  # strings or bytes: the model takes them as they are
+        return x
+    if shape and all(d is not None for d in shape) and x.shape[1:] != shape:
+        return x.reshape((len(x),) + tuple(shape))
+    return x
+
+
+def _as_2d(value) -> np.ndarray:
+    """Model output as a float32 ``(batch, k)`` array: Spark arrays are one row each."""
+    array = np.asarray(value)
+    if array.dtype != np.float32 and np.issubdtype(array.dtype, np.number):
+        array = array.astype(np.float32)
+    return array.reshape(len(array), -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver side.
+
+
+def predict_udf(
+    model_path: str,
+    *,
+    input_sizes: Sequence[int | None] = (None,),
+    output_names: Sequence[str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    input_names: Sequence[str] | None = None,
+    signature: str = "serving_default",
+):
+    """A pandas UDF (Spark's ``predict_batch_udf``) applying the model at ``model_path``.
+
+    Runs on the driver. Use it as ``df.withColumn("out", udf("col1", "col2"))``
+    with one column per model input.
+
+    Args:
+        model_path: see :func:`load_model`; must be readable on every executor.
+        input_sizes: per input column, the flat length of its array values, or None
+            for a scalar (number, string, binary) column. :func:`predict` finds them.
+        output_names: None: one output, returned as ``array<float>``. A list: those
+            outputs, returned as ``struct<name: array<float>, ...>``.
+        batch_size: rows per model call.
+        input_names: for plain SavedModels, the signature inputs in column order.
+        signature: for plain SavedModels, the serving signature to call.
+
+    Returns:
+        The UDF.
+
+    Raises:
+        ValueError: ``batch_size`` < 1 or no inputs.
+    """
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql import types as T
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+    input_sizes = list(input_sizes)
+    if not input_sizes:
+        raise ValueError("input_sizes must name at least one input (None for a scalar column).")
+    vector = T.ArrayType(T.FloatType())
+    return_type = vector if not output_names else T.StructType([T.StructField(n, vector) for n in output_names])
+    # Spark reshapes array columns with these; all-None (scalar columns only) must be
+    # passed as None, or Spark tries to reshape scalars.
+    shapes = [[size] if size is not None else None for size in input_sizes]
+    return predict_batch_udf(
+        make_predict_fn(
+            model_path,
+            num_inputs=len(input_sizes),
+            output_names=output_names,
+            input_names=input_names,
+            signature=signature,
+        ),
+        return_type=return_type,
+        batch_size=batch_size,
+        input_tensor_shapes=shapes if any(s is not None for s in shapes) else None,
+    )
+
+
+def array_sizes(df: "DataFrame", columns: Sequence[str]) -> list[int | None]:
+    """The flat length of each array column (read from the first row), None for scalar columns.
+
+    Runs on the driver; one small Spark job when there are array columns. Vector
+    (``VectorUDT``) columns must be converted first with
+    ``pyspark.ml.functions.vector_to_array``; nested arrays with ``F.flatten``.
+
+    Raises:
+        ValueError: a column is missing, nested, or the DataFrame is empty.
+    """
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    arrays = []
+    for name in columns:
+        if name not in fields:
+            raise ValueError(f"no column {name!r}; the DataFrame has {sorted(fields)}.")
+        kind = fields[name]
+        if isinstance(kind, T.ArrayType):
+            if isinstance(kind.elementType, T.ArrayType):
+                raise ValueError(
+                    f"column {name!r} is a nested array ({kind.simpleString()}); flatten it with "
+                    f"F.flatten(...) first: the model's input shape restores the dimensions."
+                )
+            arrays.append(name)
+        elif isinstance(kind, VectorUDT):
+            raise ValueError(
+                f"column {name!r} is an ML vector; convert it with pyspark.ml.functions.vector_to_array first."
+            )
+    if not arrays:
+        return [None] * len(columns)
+    first = df.select(*[F.size(F.col(f"`{n}`")).alias(n) for n in arrays]).first()
+    if first is None:
+        raise ValueError("the DataFrame is empty: there is nothing to score.")
+    return [first[n] if n in arrays else None for n in columns]
+
+
+def predict(
+    df: "DataFrame",
+    model_path: str,
+    input_cols: Sequence[str],
+    *,
+    output_col: str = "prediction",
+    output_names: Sequence[str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    input_names: Sequence[str] | None = None,
+    signature: str = "serving_default",
+) -> "DataFrame":
+    """``df`` with the model's output for each row in ``output_col``. Runs on the driver, lazily.
+
+    Args:
+        df: the rows; one column per model input (numbers, strings, binary, or flat
+            arrays of numbers reshaped to the model's input shape).
+        model_path: see :func:`load_model`; readable on every executor.
+        input_cols: the input columns, in the model's input order.
+        output_col: the new column: ``array<float>``, or a struct of them when
+            ``output_names`` is given.
+        output_names: see :func:`predict_udf`.
+        batch_size: rows per model call.
+        input_names: for plain SavedModels, the signature inputs in column order.
+        signature: for plain SavedModels, the serving signature.
+
+    Returns:
+        A new DataFrame (nothing runs until an action).
+    """
+    input_cols = [input_cols] if isinstance(input_cols, str) else list(input_cols)
+    udf = predict_udf(
+        model_path,
+        input_sizes=array_sizes(df, input_cols),
+        output_names=output_names,
+        batch_size=batch_size,
+        input_names=input_names,
+        signature=signature,
+    )
+    return df.withColumn(output_col, udf(*input_cols))
+
+
+def argmax(column: "Column | str") -> "Column":
+    """The index of the largest element of an array column, as a double (Spark ML's prediction type).
+
+    Pure Spark SQL, no Python per row. Ties go to the first index.
+    """
+    from pyspark.sql import functions as F
+
+    column = F.col(column) if isinstance(column, str) else column
+    return (F.array_position(column, F.array_max(column)) - 1).cast("double")
+
+
+def evaluate_classifier(
+    df: "DataFrame",
+    model_path: str,
+    features_col: str,
+    label_col: str,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> dict:
+    """Scores a classifier over a DataFrame and returns its accuracy. Runs on the driver.
+
+    The model's output is one score per class; the predicted class is its argmax.
+
+    Args:
+        df: rows with ``features_col`` (the model input) and ``label_col`` (class index).
+        model_path: a saved Keras classifier (or SavedModel), readable on every executor.
+        features_col: the model's input column.
+        label_col: the true class index.
+        batch_size: rows per model call.
+
+    Returns:
+        ``{"accuracy": float, "rows": int, "correct": int}``.
+
+    Raises:
+        ValueError: the DataFrame is empty.
+    """
+    from pyspark.sql import functions as F
+
+    scored = predict(
+        df.select(features_col, label_col), model_path, [features_col], output_col="_scores", batch_size=batch_size
+    )
+    row = scored.select(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum((argmax("_scores") == F.col(label_col).cast("double")).cast("long")).alias("correct"),
+    ).first()
+    if not row["rows"]:
+        raise ValueError("the DataFrame is empty: there is nothing to evaluate.")
+    return {"accuracy": row["correct"] / row["rows"], "rows": int(row["rows"]), "correct": int(row["correct"])}
