@@ -1,4 +1,6 @@
-"""The chapter 6 job: Yahoo CSV reading and its errors, the book's preprocessing, scoring, GP fits in parallel."""
+"""The chapter 6 job: Yahoo CSV reading and its errors, the book's preprocessing, GP fits in parallel, scored.
+
+The scoring functions and the GP model have their own tests in tests/gp/."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 from jobs import stock_gp
 from tfos_lib.datasets import stocks
 from tfos_lib.datasets.stocks import StockDataError
-from tfos_lib.gp import forecast
+from tfos_lib.gp import scoring
 
 REPO = str(Path(__file__).resolve().parents[2])  # tests/<group>/test_x.py -> the repository
 REAL_DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "book", "ch06")
@@ -44,14 +46,6 @@ def _run(data, out, *options):
 # Pure parts.
 
 
-def test_windows_are_years_or_the_books_63_day_quarters():
-    assert stock_gp.Window.parse("2017") == stock_gp.Window("2017", 2017, 0, 252)
-    assert stock_gp.Window.parse("2018q4") == stock_gp.Window("2018Q4", 2018, 189, 252)
-    assert stock_gp.Window.parse("2018Q3").label == "2018Q3 (trading days 126-188 of 2018)"
-    with pytest.raises(ValueError, match="'2018Q5' is not a window"):
-        stock_gp.Window.parse("2018Q5")
-
-
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -65,38 +59,6 @@ def test_options_that_cannot_work_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit) as caught:
         stock_gp.main(argv)
     assert caught.value.code == 2 and message in capsys.readouterr().err
-
-
-def test_forecast_scores():
-    truth = np.array([1.0, 2.0, 3.0, 4.0])
-    assert forecast.point_errors(truth, truth + [1, -1, 1, -1]) == {"rmse": 1.0, "mae": 1.0}
-    lower, upper = forecast.band(truth + 0.5, np.ones(4))
-    assert forecast.coverage(truth, lower, upper) == 1.0
-    assert forecast.coverage(truth + 10, lower, upper) == 0.0
-    # N(0, 1) at its mean: -log(1 / sqrt(2 pi)) = 0.9189...
-    assert forecast.gaussian_nlpd([0.0], [0.0], [1.0]) == pytest.approx(0.5 * np.log(2 * np.pi))
-    assert forecast.gaussian_nlpd([2.0], [0.0], [1.0]) == pytest.approx(0.5 * np.log(2 * np.pi) + 2)
-
-
-def test_scores_are_in_price_units_and_a_window_without_truth_says_so():
-    window = stock_gp.Window.parse("2018Q4")
-    years = {2018: {"first_price": 100.0, "scale": 10.0, "last_price": 130.0}}
-    mapping = stock_gp.price_mapping(window, years)
-    assert (mapping["anchor"], mapping["scale"]) == (100.0, 10.0)
-    days = list(range(189, 252))
-    fit = {"days": days, "mean": [3.0] * len(days), "variance": [1.0] * len(days)}  # price 130 +- 19.6
-    truth = {189: 130.0, 190: 140.0, 191: 160.0}
-    baselines = {"last_value": np.full(len(days), 130.0), "year_average": np.full(len(days), np.nan)}
-    scores = stock_gp.score(window, fit, mapping, truth, baselines)
-    assert scores["ground_truth"] and scores["scored_days"] == 3 and scores["predicted_days"] == 63
-    assert scores["gp"]["rmse"] == pytest.approx(np.sqrt((0 + 100 + 900) / 3))
-    assert scores["gp"]["coverage_95"] == pytest.approx(2 / 3)
-    assert scores["baselines"]["last_value"]["mae"] == pytest.approx(40 / 3)
-    assert scores["baselines"]["year_average"] is None
-    assert stock_gp.score(window, fit, mapping, {}, baselines) == {
-        "period": window.label, "predicted_days": 63, "scored_days": 0, "ground_truth": False}
-    # A whole new year: last year's last price and std stand in for the unknown ones.
-    assert stock_gp.price_mapping(stock_gp.Window.parse("2019"), {2018: years[2018]})["anchor"] == 130.0
 
 
 def test_generated_files_are_in_yahoos_format(tmp_path):
@@ -187,7 +149,7 @@ def test_book_preprocessing_on_the_real_files(spark):
     book = dict(zip(range(2008, 2019), (253, 252, 252, 252, 250, 252, 252, 252, 252, 251, 188)))  # spec 6.2
     for ticker in ("GE", "GOOG", "NFLX"):
         assert {y: per_year[(ticker, y)] for y in book} == book
-    windows = [stock_gp.Window.parse(w) for w in ("2017", "2018Q4")]
+    windows = [scoring.Window.parse(w) for w in ("2017", "2018Q4")]
     stock_gp.check_history(days, windows, 2008)  # the book's two problems are accepted
     train, _, truth, _ = stock_gp.preprocess(spark, days, windows, 2008)
     sizes = {(r.ticker, r.window): r["count"] for r in train.groupBy("ticker", "window").count().collect()}
@@ -202,27 +164,6 @@ def test_book_preprocessing_on_the_real_files(spark):
 # ---------------------------------------------------------------------------------------------
 # GP fits (TensorFlow, GPflow).
 
-
-def test_fast_gradient_gpr_matches_gpflow(spark):
-    import tfos_lib
-
-    tf = tfos_lib.import_tensorflow()
-    import gpflow
-
-    from tfos_lib.gp.model import FastGradientGPR
-
-    rng = np.random.default_rng(0)
-    x = np.column_stack([rng.integers(2008, 2012, 40), rng.integers(0, 252, 40)]).astype(np.float64)
-    y = np.sin(x[:, 1:] / 30) + 0.1 * rng.standard_normal((40, 1))
-    values = []
-    for cls in (FastGradientGPR, gpflow.models.GPR):
-        kernel = gpflow.kernels.SquaredExponential(variance=63.0, lengthscales=[3.0, 20.0]) + gpflow.kernels.White(1e-3)
-        model = cls((x, y), kernel=kernel, noise_variance=0.5)
-        with tf.GradientTape() as tape:
-            loss = model.training_loss()
-        values.append([loss.numpy()] + [g.numpy() for g in tape.gradient(loss, model.trainable_variables)])
-    for fast, reference in zip(*values):
-        np.testing.assert_allclose(fast, reference, rtol=1e-8)
 
 
 def test_smoke_default_data_and_a_window_without_ground_truth(spark, tmp_path):
