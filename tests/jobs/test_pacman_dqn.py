@@ -14,6 +14,7 @@ import pytest
 from jobs import pacman_dqn
 from tfos_lib.rl import atari, dqn
 from tfos_lib.rl.atari import FRAME_SHAPE, STACK, Episode
+from tfos_lib.rl.learner import Learner
 from tfos_lib.rl.replay import ReplayMemory
 
 REPO = str(Path(__file__).resolve().parents[2])  # tests/<group>/test_x.py -> the repository
@@ -150,7 +151,7 @@ def test_target_network_syncs_every_target_update_steps(tmp_path):
 
     cfg = pacman_dqn.Config(target_update=3, batch_size=4, learning_rate=1e-3)
     ctx = WorkerContext(rank=0, num_workers=1, output_dir=str(tmp_path), backend="local")
-    learner = dqn.Learner(ctx, cfg, num_actions=9)
+    learner = Learner(ctx, cfg, num_actions=9)
     replay = ReplayMemory(str(tmp_path / "replay"), 200, FRAME_SHAPE)
     replay.add(_episode(1, 20, terminated=True, rewards=np.arange(20) % 3))
     rng = np.random.default_rng(0)
