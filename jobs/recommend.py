@@ -10,38 +10,23 @@ never produced a recommendation.
 
 What this job changes, and why:
 
-- The book's bugs (spec A7) are fixed: inputs go in by name (``visitor``,
-  ``item``), so they cannot be swapped as the book's ``fit([visitorid, itemid])``
-  against ``Model([item_input, visitor_input])`` did; ids are indexed densely in
-  Spark (Retailrocket's item ids run to about 467k for 235k items, so the book's
-  ``Embedding(n_items + 1)`` could not hold them).
-- The book's setup is kept for comparison (``book_mse`` in metrics.json): random
-  80/10/10 row split, event code target, MSE, printed next to the MSE of
-  predicting the constant training mean, which the book's 0.0571 does not beat
-  (0.0560 on the real data). The share of test rows whose (visitor, item) pair is
-  also in training (the split's leak) is reported.
-- Recommendations are what a shop needs, so the headline is ranking: each
-  visitor's repeated events on one item become one interaction (its strongest
-  event), each visitor's latest 20% of items (at least one, visitors with two or
-  more items) are held out by time, and every model ranks all catalogue items
-  for the held-out visitors. Metrics: precision@10, recall@10, NDCG@10, hit rate.
-  The visitor's training items are never recommended again; items nobody
-  interacted with in training are not candidates for any model.
-- For ranking, the same two architectures are trained on implicit feedback:
-  every training interaction is a positive, each batch adds ``--negatives``
-  uniformly drawn items per positive as negatives, and the loss is logistic
-  (binary cross-entropy on the output logit). The book's MSE on event codes
-  cannot rank: almost every target is 1.
-- Baselines: Spark MLlib ALS (``implicitPrefs=True``, the interaction strength as
-  the rating) and popularity (training visitors per item).
-- Embedding gradients are sparse (``IndexedSlices``); under
-  ``MultiWorkerMirroredStrategy`` they are all-gathered, not densified (1.4M x 5
-  floats per step), and the optimizer sums duplicate rows. A test checks that two
-  workers end with the same embeddings as one on the same global batches. Keras'
-  Adam still moves every row of both tables each step (its moments decay
-  densely): at full size that pass took over 250 ms a step, so the default
-  ``--optimizer lazy_adam`` applies Adam's update to the batch's rows only
-  (``--optimizer adam`` restores Keras' Adam).
+- The book's bugs (spec A7) are fixed: inputs go in by name, so they cannot be
+  swapped as the book's ``fit([visitorid, itemid])`` against
+  ``Model([item_input, visitor_input])`` did; ids are indexed densely (item ids run
+  to about 467k for 235k items, beyond the book's ``Embedding(n_items + 1)``).
+- The book's setup is kept for comparison (``book_mse``), next to the MSE of
+  predicting the training mean, which the book's 0.0571 does not beat (0.0560 on
+  the real data), and the share of test rows whose pair is also in training.
+- The headline is ranking, what a shop needs: repeated events of a pair become
+  one interaction, each visitor's latest 20% of items are held out by time, and
+  every model ranks all items with a training interaction, minus the visitor's
+  own (precision, recall, NDCG and hit rate at 10). The same two architectures
+  train to rank on implicit feedback (``--negatives`` sampled items per positive,
+  logistic loss); the book's MSE on event codes cannot rank: almost every target
+  is 1. Baselines: Spark's implicit ALS and popularity.
+- Sparse embedding gradients are all-gathered across workers (a test checks 2
+  workers end like 1); ``--optimizer lazy_adam`` (default) updates only the
+  batch's rows, where Keras' Adam moved all 1.4M visitor rows every step.
 
 Data: Retailrocket's ``events.csv`` (``--data-dir`` with it, or ``--events-csv``).
 Without either, ``--generated-events`` rows (default 200,000) of
@@ -64,7 +49,6 @@ recommendations/all_visitors/ (Parquet top-k of every visitor, ``--recommend-all
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -74,7 +58,7 @@ import numpy as np
 import tfos_lib
 from tfos_lib import job, report
 from tfos_lib.datasets import retailrocket
-from tfos_lib.recsys import ranking
+from tfos_lib.recsys import models, prepare, ranking, training
 
 MODELS = ("mf", "nn")
 MODEL_NAMES = {"mf": "matrix factorisation", "nn": "neural network", "als": "ALS (implicit)", "popularity": "popularity"}
@@ -176,188 +160,8 @@ class TrainPlan:
     save_book_weights: bool = False  # tests compare the book models' weights across worker counts
 
 
-def build_model(kind: str, num_visitors: int, num_items: int, factors: int, objective: str, learning_rate: float,
-                regularization: float = 0.0, optimizer: str = "adam"):
-    """The book's MF (``kind="mf"``) or network (``"nn"``), with its layer names.
-
-    Inputs: ``{"visitor": (batch, 1) int, "item": (batch, 1) int}`` dense indices.
-    Output ``(batch, 1)``: the predicted event code (``objective="mse"``, the book's)
-    or the logit of "this visitor interacts with this item" (``"ranking"``).
-    ``regularization``: L2 on the embedding rows a batch looks up (not the whole
-    table, which would make every step's gradient dense); the book had none.
-    ``optimizer``: ``adam`` (Keras', the book's) or ``lazy_adam``
-    (:func:`tfos_lib.recsys.ranking.make_lazy_adam`: the same update, but only for the
-    embedding rows in the batch).
-    """
-    tf = tfos_lib.import_tensorflow()
-    layers = tf.keras.layers
-    l2 = tf.keras.regularizers.L2(regularization) if regularization else None
-    item_input = layers.Input(shape=[1], name="item", dtype="int32")
-    visitor_input = layers.Input(shape=[1], name="visitor", dtype="int32")
-    item_vec = layers.Flatten(name="ItemsFlatten")(
-        layers.Embedding(num_items, factors, activity_regularizer=l2, name="ItemsEmbedding")(item_input)
-    )
-    visitor_vec = layers.Flatten(name="VisitorsFlatten")(
-        layers.Embedding(num_visitors, factors, activity_regularizer=l2, name="VisitorsEmbedding")(visitor_input)
-    )
-    if kind == "mf":
-        output = layers.dot([item_vec, visitor_vec], axes=[1, 1], name="DotProduct")
-    else:
-        x = layers.concatenate([item_vec, visitor_vec], name="Concat")
-        x = layers.Dense(80, name="FC-1")(x)  # the book's: no activation
-        x = layers.Dense(40, name="FC-2")(x)  # the book's: no activation
-        x = layers.Dense(20, activation="relu", name="FC-3")(x)
-        # The book's relu output suits a regression target >= 1; a ranking logit is unbounded.
-        output = layers.Dense(1, activation="relu" if objective == "mse" else None, name="Output")(x)
-    model = tf.keras.Model({"item": item_input, "visitor": visitor_input}, output, name=f"{kind}_{objective}")
-    loss = "mse" if objective == "mse" else tf.keras.losses.BinaryCrossentropy(from_logits=True)
-    if optimizer == "adam":
-        chosen = tf.keras.optimizers.Adam(learning_rate=learning_rate)
-    else:
-        chosen = ranking.make_lazy_adam(tf, learning_rate)
-    model.compile(optimizer=chosen, loss=loss)
-    return model
-
-
-def scorer_arrays(kind: str, model, factors: int) -> dict[str, np.ndarray]:
-    """A ranking model as the arrays :class:`tfos_lib.recsys.ranking.Scorer` needs (chief side, numpy).
-
-    MF: the two embedding tables. The network: its first two dense layers are linear,
-    so ``FC-3``'s input is ``[item; visitor] @ W1 @ W2 @ W3 + c``; folding the item and
-    visitor halves into per-item and per-visitor 20-vectors makes scoring all items
-    for a visitor 20 additions, a relu and a 20-dot per item, exactly.
-    """
-    items = model.get_layer("ItemsEmbedding").get_weights()[0]
-    visitors = model.get_layer("VisitorsEmbedding").get_weights()[0]
-    if kind == "mf":
-        return {"kind": "dot", "item_vectors": items, "visitor_vectors": visitors}
-    (w1, b1), (w2, b2), (w3, b3), (w4, b4) = (model.get_layer(n).get_weights() for n in ("FC-1", "FC-2", "FC-3", "Output"))
-    folded = w1 @ w2 @ w3  # (2 * factors, 20); rows: item half, then visitor half (Concat order)
-    bias = (b1 @ w2 + b2) @ w3 + b3
-    return {
-        "kind": "relu_mlp",
-        "item_vectors": items @ folded[:factors] + bias,
-        "visitor_vectors": visitors @ folded[factors:],
-        "output_weights": w4[:, 0],
-        "output_bias": np.float32(b4[0]),
-    }
-
-
-def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, plan: TrainPlan) -> dict:
-    """Runs on every worker: trains each model (book setup, then ranking); the chief evaluates and saves."""
-    import resource
-
-    tf = tfos_lib.import_tensorflow()
-    ctx.strategy()  # before any TensorFlow op: collectives must be configured at startup
-    result: dict = {"book_mse": {}, "ranking": {}, "history": {}}
-    factors_dir = os.path.join(ctx.output_dir, "factors")
-    if ctx.is_chief:
-        os.makedirs(factors_dir, exist_ok=True)
-
-    def fit(name, kind, objective, dataset, steps):
-        learning_rate = cfg.learning_rate if objective == "mse" else cfg.ranking_learning_rate
-        epochs = cfg.book_epochs if objective == "mse" else cfg.epochs
-        regularization = 0.0 if objective == "mse" else cfg.regularization
-        optimizer = cfg.optimizer
-        tf.keras.utils.set_random_seed(cfg.seed)  # same initial weights on every worker
-        with ctx.strategy().scope():  # tfos: variables mirrored; sparse gradients all-gathered
-            model = build_model(kind, plan.num_visitors, plan.num_items, cfg.factors, objective, learning_rate,
-                                regularization, optimizer)
-        # Each model checkpoints in its own folder, so a resumed run never loads another model's state.
-        run_ctx = dataclasses.replace(ctx, output_dir=os.path.join(ctx.output_dir, "runs", name), resumed_from_epoch=None)
-        started = time.perf_counter()
-        history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps, verbose=0,
-                            callbacks=run_ctx.callbacks(cfg.batch_size, cfg.checkpoint_every_steps, tensorboard=False))
-        seconds = time.perf_counter() - started
-        result["history"][name] = [float(v) for v in history.history["loss"]]
-        if not ctx.is_chief:
-            return None, seconds
-        # A plain copy outside the strategy: only the chief evaluates and saves.
-        local = build_model(kind, plan.num_visitors, plan.num_items, cfg.factors, objective, learning_rate, regularization,
-                            optimizer)
-        local.set_weights(model.get_weights())
-        return local, seconds
-
-    @tf.autograph.experimental.do_not_convert  # plain graph code; the job module ships without its source
-    def as_model_inputs(features, label):
-        return {k: tf.expand_dims(tf.cast(v, tf.int32), -1) for k, v in features.items()}, tf.expand_dims(label, -1)
-
-    if plan.book_setup:
-        train = ctx.data("book_train")
-        steps = train.steps_per_epoch(cfg.batch_size)
-
-        def book_dataset(_):
-            return train.dataset(["visitor", "item"], "label", global_batch_size=cfg.batch_size,
-                                 seed=cfg.seed + ctx.rank).map(as_model_inputs)
-
-        for kind in plan.models:
-            dataset = ctx.strategy().distribute_datasets_from_function(book_dataset)
-            local, seconds = fit(f"book_{kind}", kind, "mse", dataset, steps)
-            if local is None:
-                continue
-            test = ctx.data("book_test")
-            x = {"visitor": test.column("visitor")[:, None], "item": test.column("item")[:, None]}
-            predicted = local.predict(x, batch_size=8192, verbose=0)[:, 0]
-            y = test.column("label").astype(np.float64)
-            result["book_mse"][kind] = {
-                "test_mse": float(np.mean((predicted - y) ** 2)),
-                "train_seconds": seconds,
-                "train_rows_per_second": train.num_rows * ctx.num_workers * cfg.book_epochs / seconds,
-                "parameters": int(local.count_params()),
-            }
-            if plan.save_book_weights:
-                np.savez(os.path.join(factors_dir, f"book_{kind}.npz"), *local.get_weights())
-
-    if plan.ranking:
-        positives = ctx.data("rank_train")
-        steps = positives.steps_per_epoch(cfg.batch_size)
-        negatives = cfg.negatives
-        seed_base = tf.constant(cfg.seed * 1000 + ctx.rank, tf.int64)
-
-        @tf.autograph.experimental.do_not_convert
-        def with_negatives(step, features):
-            # Every positive (label 1) plus `negatives` uniformly drawn items for the same visitor (label 0).
-            # Seeded by (seed, rank, step): workers share the global seed, so stateful random ops would
-            # draw the same negatives on every worker.
-            visitor, item = tf.cast(features["visitor"], tf.int32), tf.cast(features["item"], tf.int32)
-            size = tf.shape(visitor)[0]
-            sampled = tf.random.stateless_uniform([size * negatives], seed=tf.stack([seed_base, step]),
-                                                  minval=0, maxval=plan.num_items, dtype=tf.int32)
-            visitors = tf.concat([visitor, tf.repeat(visitor, negatives)], 0)
-            items = tf.concat([item, sampled], 0)
-            labels = tf.concat([tf.ones([size]), tf.zeros([size * negatives])], 0)
-            return {"visitor": visitors[:, None], "item": items[:, None]}, labels[:, None]
-
-        def ranking_dataset(_):
-            return positives.dataset(["visitor", "item"], global_batch_size=cfg.batch_size,
-                                     seed=cfg.seed + ctx.rank).enumerate().map(with_negatives)
-
-        for kind in plan.models:
-            dataset = ctx.strategy().distribute_datasets_from_function(ranking_dataset)
-            local, seconds = fit(f"ranking_{kind}", kind, "ranking", dataset, steps)
-            if local is None:
-                continue
-            if ctx.is_chief and kind == plan.models[0]:
-                # Evidence for metrics.json: the embedding gradient really is sparse.
-                with tf.GradientTape() as tape:
-                    logits = local({"visitor": np.zeros((2, 1), np.int32), "item": np.ones((2, 1), np.int32)})
-                gradient = tape.gradient(logits, local.get_layer("VisitorsEmbedding").embeddings)
-                result["embedding_gradient_type"] = type(gradient).__name__
-            arrays = scorer_arrays(kind, local, cfg.factors)
-            np.savez(os.path.join(factors_dir, f"{kind}.npz"), **arrays)
-            local.save(os.path.join(ctx.output_dir, "models", kind), save_format="tf")
-            result["ranking"][kind] = {
-                "train_seconds": seconds,
-                "train_positives_per_second": positives.num_rows * ctx.num_workers * cfg.epochs / seconds,
-                "parameters": int(local.count_params()),
-                "factors_file": os.path.join(factors_dir, f"{kind}.npz"),
-            }
-    result["worker_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return result
-
-
 # ---------------------------------------------------------------------------------------------
-# Driver side.
+# Data (driver; the work is Spark's).
 
 
 def events_source(cfg: Config, log) -> tuple[str, str]:
@@ -381,39 +185,18 @@ def preprocess(spark, events, cfg: Config) -> dict:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    visitors = ranking.dense_index(events, "visitorid", "visitor")
-    items = ranking.dense_index(events, "itemid", "item")
-    indexed = (
-        events.join(visitors, "visitorid").join(items, "itemid")
-        .select("visitor", "item", "event_code", "timestamp")
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
+    indexed, num_visitors, num_items = prepare.index_events(events)
     # The book's split: random 80/10/10 over event rows (duplicates kept); its 10% validation is unused.
     u = F.rand(cfg.seed)
     book = indexed.select("visitor", "item", F.col("event_code").cast("float").alias("label"), u.alias("u"))
     book = book.persist(StorageLevel.MEMORY_AND_DISK)  # pins rand()'s values for every later query
-    book_train = book.filter(F.col("u") < 0.8).select("visitor", "item", "label")
-    book_test = book.filter(F.col("u") >= 0.9).select("visitor", "item", "label")
-
-    pairs = ranking.leave_last_out(ranking.interactions(indexed), cfg.holdout_fraction)
-    pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
-    rank_train = pairs.filter(~F.col("held_out")).select("visitor", "item", "strength")
-    held_out = pairs.filter(F.col("held_out")).select("visitor", "item")
-    # A seeded sample of held-out visitors, the same for every model.
-    held_visitors = held_out.select("visitor").distinct()
-    if cfg.eval_visitors:
-        held_visitors = held_visitors.orderBy(F.xxhash64(F.lit(cfg.seed), "visitor")).limit(cfg.eval_visitors)
-    eval_visitors = held_visitors.persist(StorageLevel.MEMORY_AND_DISK)
     return {
-        "num_visitors": visitors.count(),
-        "num_items": items.count(),
+        "num_visitors": num_visitors,
+        "num_items": num_items,
         "indexed": indexed,
-        "book_train": book_train,
-        "book_test": book_test,
-        "pairs": pairs,
-        "rank_train": rank_train,
-        "held_out": held_out.join(eval_visitors, "visitor"),
-        "eval_visitors": eval_visitors,
+        "book_train": book.filter(F.col("u") < 0.8).select("visitor", "item", "label"),
+        "book_test": book.filter(F.col("u") >= 0.9).select("visitor", "item", "label"),
+        **prepare.ranking_split(indexed, cfg.holdout_fraction, cfg.eval_visitors, cfg.seed),
     }
 
 
@@ -450,6 +233,78 @@ def constant_baselines(book_train, book_test) -> dict:
     return {"train_mean": float(mean), "constant_mean_mse": float(row["mean"]), "constant_one_mse": float(row["one"])}
 
 
+# ---------------------------------------------------------------------------------------------
+# Training (on every worker): the models are tfos_lib.recsys.models' MF and network.
+
+
+def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, plan: TrainPlan) -> dict:
+    """Runs on every worker: trains each model (book setup, then ranking); the chief evaluates and saves."""
+    import resource
+
+    tfos_lib.import_tensorflow()
+    ctx.strategy()  # before any TensorFlow op: collectives must be configured at startup
+    result: dict = {"book_mse": {}, "ranking": {}, "history": {}}
+    factors_dir = os.path.join(ctx.output_dir, "factors")
+    if ctx.is_chief:
+        os.makedirs(factors_dir, exist_ok=True)
+
+    def fit(name, kind, objective, dataset, steps):
+        to_rank = objective == "ranking"
+
+        def build():
+            return models.build_model(kind, plan.num_visitors, plan.num_items, cfg.factors, objective,
+                                      cfg.ranking_learning_rate if to_rank else cfg.learning_rate,
+                                      cfg.regularization if to_rank else 0.0, cfg.optimizer)
+
+        losses, local, seconds = training.fit_replicated(
+            ctx, build, dataset, name=name, epochs=cfg.epochs if to_rank else cfg.book_epochs, steps=steps,
+            global_batch_size=cfg.batch_size, checkpoint_every_steps=cfg.checkpoint_every_steps, seed=cfg.seed)
+        result["history"][name] = losses
+        return local, seconds
+
+    if plan.book_setup:
+        train = ctx.data("book_train")
+        for kind in plan.models:
+            dataset = training.labelled_pairs_dataset(ctx, "book_train", cfg.batch_size, cfg.seed)
+            local, seconds = fit(f"book_{kind}", kind, "mse", dataset, train.steps_per_epoch(cfg.batch_size))
+            if local is None:
+                continue
+            result["book_mse"][kind] = {
+                "test_mse": training.mean_squared_error(local, ctx.data("book_test")),
+                "train_seconds": seconds,
+                "train_rows_per_second": train.num_rows * ctx.num_workers * cfg.book_epochs / seconds,
+                "parameters": int(local.count_params()),
+            }
+            if plan.save_book_weights:
+                np.savez(os.path.join(factors_dir, f"book_{kind}.npz"), *local.get_weights())
+
+    if plan.ranking:
+        positives = ctx.data("rank_train")
+        for kind in plan.models:
+            dataset = training.implicit_feedback_dataset(ctx, "rank_train", cfg.batch_size, cfg.negatives,
+                                                         plan.num_items, cfg.seed)
+            local, seconds = fit(f"ranking_{kind}", kind, "ranking", dataset, positives.steps_per_epoch(cfg.batch_size))
+            if local is None:
+                continue
+            if kind == plan.models[0]:  # evidence for metrics.json: the embedding gradient really is sparse
+                result["embedding_gradient_type"] = training.embedding_gradient_type(local)
+            factors_file = os.path.join(factors_dir, f"{kind}.npz")
+            np.savez(factors_file, **models.scorer_arrays(kind, local, cfg.factors))
+            local.save(os.path.join(ctx.output_dir, "models", kind), save_format="tf")
+            result["ranking"][kind] = {
+                "train_seconds": seconds,
+                "train_positives_per_second": positives.num_rows * ctx.num_workers * cfg.epochs / seconds,
+                "parameters": int(local.count_params()),
+                "factors_file": factors_file,
+            }
+    result["worker_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation (driver): the ALS baseline; scoring, top-k and metrics are tfos_lib.recsys.ranking's.
+
+
 def train_als(rank_train, cfg: Config):
     """Spark MLlib's implicit ALS on the training interactions (strength as the rating)."""
     from pyspark.ml.recommendation import ALS
@@ -458,53 +313,6 @@ def train_als(rank_train, cfg: Config):
               implicitPrefs=True, userCol="visitor", itemCol="item", ratingCol="strength", seed=cfg.seed,
               coldStartStrategy="drop")
     return als.fit(rank_train)
-
-
-def build_scorers(spark, cfg: Config, data: dict, trained: dict, als_model) -> tuple[dict, dict]:
-    """Scorer and visitor vectors (a DataFrame ``(visitor, vector)``) per model (driver)."""
-    from pyspark.sql import functions as F
-
-    n_items = data["num_items"]
-    train_items = data["rank_train"].groupBy("item").agg(F.count(F.lit(1)).alias("visitors"))
-    popularity = np.zeros(n_items, np.float32)
-    known = train_items.toPandas()
-    popularity[known["item"].to_numpy()] = known["visitors"].to_numpy()
-    # Items nobody interacted with in training are no model's candidates.
-    offset = np.where(popularity > 0, 0.0, -np.inf).astype(np.float32)
-    scorers = {"popularity": ranking.Scorer("constant", popularity[:, None], offset)}
-    vectors = {"popularity": None}
-    for kind, info in trained.items():
-        arrays = np.load(info["factors_file"])
-        scorers[kind] = ranking.Scorer(
-            str(arrays["kind"]), arrays["item_vectors"].astype(np.float32), offset,
-            arrays["output_weights"].astype(np.float32) if "output_weights" in arrays else None,
-            float(arrays["output_bias"]) if "output_bias" in arrays else 0.0,
-        )
-        table = arrays["visitor_vectors"]
-        vectors[kind] = ranking.vectors_frame(spark, np.arange(len(table)), table)
-    if als_model is not None:
-        item_factors = als_model.itemFactors.toPandas()
-        matrix = np.zeros((n_items, cfg.factors), np.float32)
-        matrix[item_factors["id"].to_numpy()] = np.stack(item_factors["features"].to_numpy())
-        scorers["als"] = ranking.Scorer("dot", matrix, offset)
-        vectors["als"] = als_model.userFactors.select(
-            F.col("id").alias("visitor"), F.col("features").cast("array<float>").alias("vector"))
-    return scorers, vectors
-
-
-def recommend_for(visitors, seen, vectors, scorer, k: int, num_visitors: int):
-    """Top-k for ``visitors`` (a DataFrame with ``visitor``), their training items excluded (Spark)."""
-    from pyspark.sql import functions as F
-
-    frame = visitors.join(seen, "visitor", "left")
-    if vectors is not None:
-        frame = frame.join(vectors, "visitor")
-    else:
-        frame = frame.withColumn("vector", F.array().cast("array<float>"))
-    # Scoring is the heavy part: spread it over enough tasks (about 20,000 visitors each, at least one per core).
-    spark = visitors.sparkSession
-    partitions = max(spark.sparkContext.defaultParallelism, -(-num_visitors // 20_000))
-    return ranking.top_n(frame.select("visitor", "vector", "seen").repartition(partitions, "visitor"), scorer, k)
 
 
 def main(argv=None) -> dict:
@@ -545,11 +353,12 @@ def main(argv=None) -> dict:
 
     ranked = {}
     with timer.phase("evaluate", log):
-        scorers, vectors = build_scorers(spark, cfg, data, trained["ranking"], als_model)
+        factors_files = {kind: info["factors_file"] for kind, info in trained["ranking"].items()}
+        scorers, vectors = ranking.build_scorers(spark, data["num_items"], data["rank_train"], factors_files, als_model)
         for name in (*cfg.model_list, "als", "popularity"):
             out = os.path.join(cfg.output_dir, "recommendations", "evaluated", name)
-            recs = recommend_for(data["eval_visitors"], seen, vectors[name], scorers[name], cfg.top_k,
-                                 summary["evaluated_visitors"])
+            recs = ranking.recommend_for(data["eval_visitors"], seen, vectors[name], scorers[name], cfg.top_k,
+                                         summary["evaluated_visitors"])
             recs.write.mode("overwrite").parquet(out)
             ranked[name] = ranking.ranking_metrics(spark.read.parquet(out), data["held_out"], cfg.top_k)
             log.info("%-10s precision@%d %.4f recall@%d %.4f ndcg@%d %.4f hit rate %.4f", name, cfg.top_k,
@@ -562,8 +371,8 @@ def main(argv=None) -> dict:
             every = data["rank_train"].select("visitor").distinct()
             if cfg.recommend_visitors:
                 every = every.orderBy(F.xxhash64(F.lit(cfg.seed + 1), "visitor")).limit(cfg.recommend_visitors)
-            recommend_for(every, seen, vectors[cfg.recommend_all], scorers[cfg.recommend_all], cfg.top_k,
-                          cfg.recommend_visitors or data["num_visitors"]) \
+            ranking.recommend_for(every, seen, vectors[cfg.recommend_all], scorers[cfg.recommend_all], cfg.top_k,
+                                  cfg.recommend_visitors or data["num_visitors"]) \
                 .write.mode("overwrite").parquet(out)
             written = spark.read.parquet(out)
             all_visitors = {"model": cfg.recommend_all, "path": out, "rows": written.count(),

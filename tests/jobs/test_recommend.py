@@ -1,16 +1,16 @@
-"""Chapter 11 recommendations: the generator, the checked reader, ranking metrics, top-N, the job."""
+"""Chapter 11 recommendations: the generator, the checked reader, training across workers, the job.
+
+The recsys library (preparation, models, ranking metrics, top-N) has its own tests in tests/recsys/."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
 
 from jobs import recommend as job
 from tfos_lib.datasets import retailrocket
-from tfos_lib.recsys import ranking
 
 # ---------------------------------------------------------------------------------------------
 # Generator.
@@ -103,111 +103,6 @@ def test_reader_rejects_a_wrong_header_and_too_many_bad_rows(spark, tmp_path):
 def test_missing_events_file_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"events\.csv.*--data-dir"):
         retailrocket.find_events_file(tmp_path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Preprocessing, metrics, top-N.
-
-
-def test_dense_index_is_contiguous_and_ordered(spark):
-    df = spark.createDataFrame([(v,) for v in [466_000, 5, 10, 5, 99, 7, 123_456] * 3], "itemid long").repartition(5)
-    mapping = {r.itemid: r.item for r in ranking.dense_index(df, "itemid", "item").collect()}
-    assert mapping == {5: 0, 7: 1, 10: 2, 99: 3, 123_456: 4, 466_000: 5}
-
-
-def test_leave_last_out_holds_out_each_visitors_latest_items(spark):
-    rows = [(1, i, 100 + i) for i in range(10)] + [(2, i, 50 - i) for i in range(4)] + [(3, 0, 7)]
-    pairs = spark.createDataFrame(rows, "visitor int, item int, first_ts long")
-    held = {(r.visitor, r.item) for r in ranking.leave_last_out(pairs, 0.2).filter("held_out").collect()}
-    # 10 items -> the 2 latest; 4 items -> max(1, floor(0.8)) = 1, the latest (item 0 at ts 50); 1 item -> none.
-    assert held == {(1, 8), (1, 9), (2, 0)}
-
-
-def test_ranking_metrics_match_hand_computed_values(spark):
-    recs = spark.createDataFrame(
-        [(1, 1, 10), (1, 2, 11), (1, 3, 12), (1, 4, 13), (2, 1, 20), (2, 2, 21), (2, 3, 22)],
-        "visitor int, rank int, item int",
-    )
-    held = spark.createDataFrame([(1, 11), (1, 13), (2, 22), (3, 30)], "visitor int, item int")
-    m = ranking.ranking_metrics(recs, held, k=3)
-    # Visitor 1: one hit at rank 2 of 2 relevant (item 13 is at rank 4, beyond k). Visitor 2: a hit at
-    # rank 3 of 1 relevant. Visitor 3: no recommendations at all.
-    ndcg1 = (1 / math.log2(3)) / (1 + 1 / math.log2(3))
-    ndcg2 = (1 / math.log2(4)) / 1.0
-    assert m["visitors"] == 3
-    assert m["precision"] == pytest.approx((1 / 3 + 1 / 3 + 0) / 3)
-    assert m["recall"] == pytest.approx((1 / 2 + 1 + 0) / 3)
-    assert m["ndcg"] == pytest.approx((ndcg1 + ndcg2 + 0) / 3)
-    assert m["hit_rate"] == pytest.approx(2 / 3)
-    assert m["hit_rate_stderr"] == pytest.approx(np.std([1, 1, 0], ddof=1) / math.sqrt(3))
-
-
-def test_top_k_rows_orders_and_skips_removed_items():
-    scores = np.array([[0.1, 0.9, -np.inf, 0.5], [-np.inf, -np.inf, 2.0, -np.inf]], np.float32)
-    columns, values = ranking.top_k_rows(scores, 3)
-    assert columns.tolist() == [[1, 3, 0], [2, -1, -1]]
-    assert values[0].tolist() == pytest.approx([0.9, 0.5, 0.1])
-
-
-def test_top_n_in_spark_matches_brute_force_and_excludes_seen_items(spark):
-    rng = np.random.default_rng(0)
-    visitors, items = rng.normal(size=(30, 4)).astype(np.float32), rng.normal(size=(50, 4)).astype(np.float32)
-    offset = np.zeros(50, np.float32)
-    offset[[3, 7]] = -np.inf  # no training interaction: never a candidate
-    seen = {v: rng.choice(50, 5, replace=False).tolist() for v in range(30)}
-    frame = ranking.vectors_frame(spark, np.arange(30), visitors).join(
-        spark.createDataFrame(list(seen.items()), "visitor int, seen array<int>"), "visitor")
-    recs = ranking.top_n(frame.repartition(3), ranking.Scorer("dot", items, offset), k=5).toPandas()
-    assert len(recs) == 30 * 5
-    for v, group in recs.groupby("visitor"):
-        scores = visitors[v] @ items.T + offset
-        scores[seen[v]] = -np.inf
-        expected = np.argsort(-scores, kind="stable")[:5]
-        assert group.sort_values("rank")["item"].tolist() == expected.tolist()
-
-
-def test_the_networks_folded_scorer_equals_the_keras_model():
-    import tfos_lib
-
-    tf = tfos_lib.import_tensorflow()
-    tf.keras.utils.set_random_seed(1)
-    model = job.build_model("nn", 40, 30, 5, "ranking", 0.001)
-    for layer in model.layers:  # non-zero biases, so the folding of biases is tested too
-        if layer.weights and layer.name.startswith(("FC", "Output")):
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel, np.random.default_rng(2).normal(size=bias.shape).astype(np.float32)])
-    arrays = job.scorer_arrays("nn", model, 5)
-    scorer = ranking.Scorer("relu_mlp", arrays["item_vectors"], np.zeros(30, np.float32), arrays["output_weights"],
-                              float(arrays["output_bias"]))
-    visitors = np.array([0, 7, 39])
-    folded = scorer.scores(arrays["visitor_vectors"][visitors])
-    grid_v, grid_i = np.meshgrid(visitors, np.arange(30), indexing="ij")
-    keras = model.predict({"visitor": grid_v.reshape(-1, 1), "item": grid_i.reshape(-1, 1)}, verbose=0)
-    np.testing.assert_allclose(folded, keras.reshape(3, 30), rtol=1e-4, atol=1e-5)
-
-
-def test_lazy_adam_updates_only_the_rows_in_the_batch_exactly_as_adam():
-    import tfos_lib
-
-    tf = tfos_lib.import_tensorflow()
-    start = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
-    lazy, dense = tf.Variable(start), tf.Variable(start)
-    lazy_opt, dense_opt = ranking.make_lazy_adam(tf, 0.1), tf.keras.optimizers.Adam(0.1)
-    rows = tf.constant([1, 4])
-    values = tf.constant([[0.5, -1.0, 2.0], [0.1, 0.2, -0.3]])
-    lazy_opt.apply_gradients([(tf.IndexedSlices(values, rows, tf.constant([6, 3])), lazy)])
-    dense_opt.apply_gradients([(tf.scatter_nd(rows[:, None], values, [6, 3]), dense)])
-    # First step: Adam moves only rows with a gradient, so both agree everywhere.
-    np.testing.assert_allclose(lazy.numpy(), dense.numpy(), rtol=1e-5, atol=1e-6)
-    assert not np.allclose(lazy.numpy()[[1, 4]], start[[1, 4]])
-    # Second step on other rows: Keras' Adam keeps moving rows 1 and 4 (momentum); lazy Adam does not.
-    after_first = lazy.numpy().copy()
-    other = tf.IndexedSlices(tf.ones([1, 3]), tf.constant([2]), tf.constant([6, 3]))
-    lazy_opt.apply_gradients([(other, lazy)])
-    dense_opt.apply_gradients([(tf.convert_to_tensor(other), dense)])
-    np.testing.assert_array_equal(lazy.numpy()[[0, 1, 3, 4, 5]], after_first[[0, 1, 3, 4, 5]])
-    assert not np.allclose(dense.numpy()[[1, 4]], after_first[[1, 4]])
-    np.testing.assert_allclose(lazy.numpy()[2], dense.numpy()[2], rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

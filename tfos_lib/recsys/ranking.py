@@ -1,19 +1,20 @@
-"""Recommender plumbing in Spark: dense ids, interactions, leave-out splits, top-N scoring and ranking metrics.
+"""Ranking with recommender models in Spark: scorers, top-N lists for many visitors, ranking metrics.
 
 Everything here runs on the driver and plans Spark work; nothing collects rows
-per visitor. Used by ``jobs/recommend.py`` (book chapter 11) and usable for any
-implicit-feedback data of (user, item, time, strength) rows.
+per visitor. Works for any implicit-feedback data prepared by
+:mod:`tfos_lib.recsys.prepare` (dense ``visitor`` and ``item`` ids); used by
+``jobs/recommend.py`` (book chapter 11).
 
-* :func:`dense_index` gives ids 0..n-1 (ordered by id) without a single-partition
-  window: the book fed raw, non-contiguous item ids to ``Embedding`` layers.
-* :func:`interactions` collapses repeated events of one (visitor, item) pair into
-  one interaction (its strongest event, count and first/last time).
-* :func:`leave_last_out` holds out each visitor's latest items, by time.
+* :class:`Scorer` is a trained model in numpy form (factor dot products, the
+  book's network collapsed to two small matrices, or a constant popularity score);
+  :func:`build_scorers` makes one per model, for the models of
+  :mod:`tfos_lib.recsys.models`, Spark's ALS and popularity.
 * :func:`top_n` scores every candidate item for each visitor block by block in a
-  ``mapInPandas`` (factor dot products, or the book's network collapsed to two
-  small matrices), drops the visitor's own training items and keeps the best k.
+  ``mapInPandas``, drops the visitor's own training items and keeps the best k;
+  :func:`recommend_for` runs it for a set of visitors.
 * :func:`ranking_metrics` computes precision@k, recall@k, NDCG@k and hit rate from
   those recommendations and the held-out items, with standard errors.
+* :class:`PhaseTimer` records wall time and the driver's peak memory per phase.
 """
 
 from __future__ import annotations
@@ -26,69 +27,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-
-# monotonically_increasing_id(): partition index in the upper 31 bits, row position in the lower 33.
-_ROW_BITS = 33
-
-
-def dense_index(df, column: str, index_column: str):
-    """Distinct values of ``column`` numbered 0..n-1 in ascending order, as ``(column, index_column)``.
-
-    Sorts with Spark's range partitioning, then numbers rows by per-partition counts
-    and offsets, so no step moves all values into one partition. The result is
-    cached (it is used twice: counted, then joined).
-    """
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
-    values = df.select(column).distinct().orderBy(column).persist(StorageLevel.MEMORY_AND_DISK)
-    counts = dict(values.groupBy(F.spark_partition_id().alias("p")).count().collect())
-    offsets, total = [], 0
-    for p in range(values.rdd.getNumPartitions()):
-        offsets.append(total)
-        total += counts.get(p, 0)
-    offset = F.element_at(F.array(*[F.lit(o) for o in offsets] or [F.lit(0)]), F.spark_partition_id() + 1)
-    index = (offset + F.monotonically_increasing_id().bitwiseAND((1 << _ROW_BITS) - 1)).cast("int")
-    indexed = values.select(column, index.alias(index_column)).persist(StorageLevel.MEMORY_AND_DISK)
-    indexed.count()
-    values.unpersist()
-    return indexed
-
-
-def interactions(events, visitor: str = "visitor", item: str = "item"):
-    """One row per (visitor, item): the deduplication policy of the ranking evaluation.
-
-    Repeated events of a pair become one interaction with ``strength`` = its
-    strongest event code (1 view, 2 cart, 3 purchase), ``events`` = how many rows,
-    ``first_ts`` / ``last_ts``.
-    """
-    from pyspark.sql import functions as F
-
-    return events.groupBy(visitor, item).agg(
-        F.max("event_code").alias("strength"),
-        F.count(F.lit(1)).alias("events"),
-        F.min("timestamp").alias("first_ts"),
-        F.max("timestamp").alias("last_ts"),
-    )
-
-
-def leave_last_out(pairs, holdout_fraction: float, visitor: str = "visitor", item: str = "item"):
-    """Adds ``held_out`` (bool): each visitor's latest items (by first interaction) are held out.
-
-    A visitor with n >= 2 distinct items keeps its first ``n - max(1, floor(n *
-    holdout_fraction))`` items for training and holds out the rest; a visitor with
-    one item is training only. So every held-out visitor also has training items,
-    and no (visitor, item) pair is on both sides.
-    """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    by_visitor = Window.partitionBy(visitor)
-    in_order = by_visitor.orderBy("first_ts", item)
-    n = F.count(F.lit(1)).over(by_visitor)
-    position = F.row_number().over(in_order)
-    held = F.greatest(F.lit(1), F.floor(n * holdout_fraction))
-    return pairs.withColumn("held_out", (n >= 2) & (position > n - held))
 
 
 def idcg_expression(relevant, k: int):
@@ -156,7 +94,7 @@ class Scorer:
         ``dot``: ``visitor_vector . item_vectors[i]`` (matrix factorisation, ALS).
         ``relu_mlp``: ``relu(visitor_vector + item_vectors[i]) . output_weights +
         output_bias``: the book's network, whose first two dense layers are linear
-        and so fold into the vectors (see ``jobs/recommend.py``).
+        and so fold into the vectors (see :func:`tfos_lib.recsys.models.scorer_arrays`).
         ``constant``: ``item_vectors[i, 0]`` for everyone (popularity).
 
     ``item_offset`` (added to every score; ``-inf`` removes an item from the
@@ -309,6 +247,78 @@ def vectors_frame(spark, ids: np.ndarray, vectors: np.ndarray, visitor: str = "v
     return spark.createDataFrame(table).select(visitor, F.col("vector").cast("array<float>").alias("vector"))
 
 
+def build_scorers(spark, num_items: int, rank_train, trained: dict[str, str], als_model=None) -> tuple[dict, dict]:
+    """A :class:`Scorer` and the visitor vectors (a DataFrame ``(visitor, vector)``) per model (driver).
+
+    Args:
+        num_items: the number of dense item ids.
+        rank_train: ``(visitor, item)`` training interactions: popularity counts them, and
+            items without any are no model's candidates.
+        trained: model name -> ``.npz`` file of :func:`tfos_lib.recsys.models.scorer_arrays`.
+        als_model: a fitted ``pyspark.ml.recommendation.ALSModel`` with ``visitor`` and
+            ``item`` columns, or None.
+
+    Returns:
+        ``(scorers, vectors)``, both keyed by model name: the names of ``trained``,
+        ``"als"`` (with ``als_model``) and ``"popularity"`` (whose vectors are None).
+    """
+    from pyspark.sql import functions as F
+
+    train_items = rank_train.groupBy("item").agg(F.count(F.lit(1)).alias("visitors"))
+    popularity = np.zeros(num_items, np.float32)
+    known = train_items.toPandas()
+    popularity[known["item"].to_numpy()] = known["visitors"].to_numpy()
+    # Items nobody interacted with in training are no model's candidates.
+    offset = np.where(popularity > 0, 0.0, -np.inf).astype(np.float32)
+    scorers = {"popularity": Scorer("constant", popularity[:, None], offset)}
+    vectors = {"popularity": None}
+    for kind, factors_file in trained.items():
+        arrays = np.load(factors_file)
+        scorers[kind] = Scorer(
+            str(arrays["kind"]), arrays["item_vectors"].astype(np.float32), offset,
+            arrays["output_weights"].astype(np.float32) if "output_weights" in arrays else None,
+            float(arrays["output_bias"]) if "output_bias" in arrays else 0.0,
+        )
+        table = arrays["visitor_vectors"]
+        vectors[kind] = vectors_frame(spark, np.arange(len(table)), table)
+    if als_model is not None:
+        item_factors = als_model.itemFactors.toPandas()
+        matrix = np.zeros((num_items, als_model.rank), np.float32)
+        matrix[item_factors["id"].to_numpy()] = np.stack(item_factors["features"].to_numpy())
+        scorers["als"] = Scorer("dot", matrix, offset)
+        vectors["als"] = als_model.userFactors.select(
+            F.col("id").alias("visitor"), F.col("features").cast("array<float>").alias("vector"))
+    return scorers, vectors
+
+
+def recommend_for(visitors, seen, vectors, scorer: Scorer, k: int, num_visitors: int):
+    """Top-k for ``visitors`` (a DataFrame with ``visitor``), their training items excluded (Spark).
+
+    Args:
+        visitors: ``(visitor)`` rows to recommend for.
+        seen: ``(visitor, seen array<int>)``: each visitor's training items, never recommended.
+        vectors: ``(visitor, vector)`` of the model (:func:`build_scorers`), or None for a
+            ``constant`` scorer.
+        scorer: the model.
+        k: list length.
+        num_visitors: about how many visitors ``visitors`` holds (sizes the tasks).
+
+    Returns:
+        :func:`top_n`'s ``(visitor, rank, item, score)`` DataFrame.
+    """
+    from pyspark.sql import functions as F
+
+    frame = visitors.join(seen, "visitor", "left")
+    if vectors is not None:
+        frame = frame.join(vectors, "visitor")
+    else:
+        frame = frame.withColumn("vector", F.array().cast("array<float>"))
+    # Scoring is the heavy part: spread it over enough tasks (about 20,000 visitors each, at least one per core).
+    spark = visitors.sparkSession
+    partitions = max(spark.sparkContext.defaultParallelism, -(-num_visitors // 20_000))
+    return top_n(frame.select("visitor", "vector", "seen").repartition(partitions, "visitor"), scorer, k)
+
+
 # ---------------------------------------------------------------------------------------------
 # Phase timings and the driver's memory.
 
@@ -376,37 +386,6 @@ class PhaseTimer:
             "driver_peak_memory": self.memory(),
         }
 
-
-def make_lazy_adam(tf, learning_rate: float):
-    """Adam that, for sparse (``IndexedSlices``) gradients, updates only the rows in the batch (worker side).
-
-    Keras' Adam decays both moments and moves *every* row of an embedding table on
-    every step, sparse gradient or not: with 1.4M visitors that dense pass dominated
-    each step (over 250 ms a step at full size). Here the rows a batch touches get
-    exactly Adam's update and the others are left alone until they appear again
-    ("lazy" Adam). Dense gradients (the network's dense layers) get Keras' Adam.
-    Duplicate indices were already summed by the optimizer (after the cross-worker
-    all-gather), so each row is updated once.
-    """
-
-    class LazyAdam(tf.keras.optimizers.Adam):
-        def update_step(self, gradient, variable):
-            if not isinstance(gradient, tf.IndexedSlices):
-                return super().update_step(gradient, variable)
-            dtype = variable.dtype
-            step = tf.cast(self.iterations + 1, dtype)
-            beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-            alpha = tf.cast(self.learning_rate, dtype) * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
-            key = self._index_dict[self._var_key(variable)]
-            m, v = self._momentums[key], self._velocities[key]
-            rows, values = gradient.indices, gradient.values
-            m_rows = tf.gather(m, rows) * beta_1 + values * (1 - beta_1)
-            v_rows = tf.gather(v, rows) * beta_2 + tf.square(values) * (1 - beta_2)
-            m.scatter_update(tf.IndexedSlices(m_rows, rows))
-            v.scatter_update(tf.IndexedSlices(v_rows, rows))
-            variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
-
-    return LazyAdam(learning_rate=learning_rate)
 
 
 def plot_comparison(path, ranking: dict[str, dict], mse: dict[str, float], k: int, title: str):
