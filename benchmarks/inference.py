@@ -14,7 +14,7 @@ floats each) in:
 Each figure is the fastest of 3 passes (on a shared machine the fastest pass is
 the least disturbed one).
 
-Two models: chapter 12's CNN (compute-bound, the figure that matters) and
+Two models, ``jobs/mnist.py``'s own: chapter 12's CNN (compute-bound, the figure that matters) and
 chapter 1's softmax regression (so cheap that the numbers show the per-row cost
 of moving rows between the JVM and Python).
 
@@ -30,19 +30,16 @@ asserted: timings depend on the machine and on what else runs on it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tfos_lib  # noqa: E402  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from benchmarks import harness  # noqa: E402
 
 BATCH_SIZE = 256
 PASSES = 3
@@ -54,27 +51,10 @@ def make_images(rows: int, seed: int = 0):
     return np.random.default_rng(seed).random((rows, 784), dtype=np.float32)
 
 
-def build_model(tf, name: str):
-    layers = tf.keras.layers
-    if name == "logreg":
-        body = []
-    else:  # chapter 12's CNN
-        body = [
-            layers.Reshape((28, 28, 1)),
-            layers.Conv2D(32, 5, padding="same", activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(64, 5, padding="same", activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Flatten(),
-            layers.Dense(1024, activation="relu"),
-        ]
-    return tf.keras.Sequential([layers.InputLayer(input_shape=(784,)), *body, layers.Dense(10, activation="softmax")])
-
-
 def save_model(name: str, path: str) -> dict:
     tf = tfos_lib.import_tensorflow()
     tf.keras.utils.set_random_seed(0)
-    build_model(tf, name).save(path, save_format="tf")
+    harness.build_model(name).save(path, save_format="tf")
     return {}
 
 
@@ -102,21 +82,10 @@ def run_plain(model_path: str, rows: int, threads: int | None) -> dict:
 
 def run_dataframe(model_path: str, rows: int, executors: int) -> dict:
     import pyarrow as pa
-    from pyspark.sql import SparkSession
 
     from tfos_lib.ml import inference
 
-    spark = (
-        SparkSession.builder.master(f"local-cluster[{executors},1,2048]")
-        .config("spark.executor.memory", "1536m")
-        .config("spark.executorEnv.TF_USE_LEGACY_KERAS", "1")
-        # Executors import tfos_lib from this checkout, whatever is installed.
-        .config("spark.executorEnv.PYTHONPATH", REPO)
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = harness.local_cluster_session(executors)
     x = make_images(rows)
     table = pa.table({"image": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 784)})
     # One partition per core, cached in the executors: the timing is scoring, not reading.
@@ -142,27 +111,10 @@ def run_dataframe(model_path: str, rows: int, executors: int) -> dict:
 # Orchestration.
 
 
-def measure(kind: str, **params) -> dict:
-    """Runs one measurement in a fresh Python process (its own TensorFlow and Spark) and returns its JSON result."""
-    command = [sys.executable, __file__, "--one", json.dumps({"kind": kind, **params})]
-    run = subprocess.run(command, capture_output=True, text=True)
-    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-    if run.returncode or not lines:
-        tail = "\n".join(run.stderr.splitlines()[-15:])
-        return {"error": f"exit {run.returncode}: {tail}"}
-    return json.loads(lines[-1][len("RESULT ") :])
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = harness.parse_args(__doc__.split("\n\n")[0])
     if args.one:
-        spec = json.loads(args.one)
-        kind = spec.pop("kind")
-        result = {"save": save_model, "plain": run_plain, "dataframe": run_dataframe}[kind](**spec)
-        print("RESULT " + json.dumps(result), flush=True)
+        harness.run_one(args.one, {"save": save_model, "plain": run_plain, "dataframe": run_dataframe})
         return
 
     sizes = {"cnn": 2000, "logreg": 20000} if args.quick else {"cnn": 20000, "logreg": 200000}
@@ -170,7 +122,7 @@ def main() -> None:
     figures: dict = {}
     for model_name, rows in sizes.items():
         model_path = os.path.join(workdir, model_name)
-        saved = measure("save", name=model_name, path=model_path)
+        saved = harness.measure(__file__, "save", name=model_name, path=model_path)
         if "error" in saved:
             print(f"{model_name}: could not save the model: {saved['error']}")
             continue
@@ -181,7 +133,7 @@ def main() -> None:
             ("dataframe 2 executors", "dataframe", {"executors": 2}),
         ]
         for label, kind, params in plan:
-            result = measure(kind, model_path=model_path, rows=rows, **params)
+            result = harness.measure(__file__, kind, model_path=model_path, rows=rows, **params)
             figures[f"{model_name} {label}"] = result
             if "error" in result:
                 line = f"FAILED {result['error']}"

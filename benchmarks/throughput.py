@@ -11,9 +11,9 @@ Compares, on the same synthetic MNIST-shaped data (uint8 images scaled to [0, 1]
 
 Two models: the MLP 784-256-256-10 (batch 128) the TensorFlowOnSpark figures in
 issue 3 were measured on (input-bound: small steps, so feeding and framework
-overhead show), and chapter 12's CNN (compute-bound: the figure for 2-vs-1 worker
-scaling). Throughput is the median of the epochs after the first (the first
-includes tracing and warm-up).
+overhead show), and chapter 12's CNN as ``jobs/mnist.py`` builds it
+(compute-bound: the figure for 2-vs-1 worker scaling). Throughput is the median
+of the epochs after the first (the first includes tracing and warm-up).
 
 Run::
 
@@ -26,18 +26,16 @@ asserted: timings depend on the machine and on what else runs on it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tfos_lib  # noqa: E402  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from benchmarks import harness  # noqa: E402
 
 MODELS = {"mlp": {"batch_size": 128}, "cnn": {"batch_size": 128}}
 
@@ -51,25 +49,6 @@ def make_arrays(rows: int, seed: int = 0):
     images = rng.integers(0, 64, (rows, 784)).astype(np.float32)
     images[np.arange(rows), labels * 78] = 255.0
     return images / 255.0, labels
-
-
-def build_model(tf, name: str):
-    layers = tf.keras.layers
-    if name == "mlp":
-        body = [layers.Dense(256, activation="relu"), layers.Dense(256, activation="relu")]
-    else:
-        body = [
-            layers.Reshape((28, 28, 1)),
-            layers.Conv2D(32, 5, padding="same", activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(64, 5, padding="same", activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Flatten(),
-            layers.Dense(1024, activation="relu"),
-        ]
-    model = tf.keras.Sequential([layers.InputLayer(input_shape=(784,)), *body, layers.Dense(10, activation="softmax")])
-    model.compile(tf.keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
 
 
 def epoch_timer(tf, batch_size: int, first_step: dict):
@@ -107,7 +86,7 @@ def run_plain(model_name: str, rows: int, epochs: int, threads: int | None) -> d
     x, y = make_arrays(rows)
     batch = MODELS[model_name]["batch_size"]
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(rows).batch(batch, drop_remainder=True).prefetch(2)
-    model = build_model(tf, model_name)
+    model = harness.build_model(model_name)
     timer = epoch_timer(tf, batch, {})
     model.fit(ds, epochs=epochs, callbacks=[timer], verbose=0)
     return {"examples_per_second": steady_rate(timer.rates)}
@@ -118,7 +97,7 @@ def train_fn(ctx, model_name: str, epochs: int):
     batch = MODELS[model_name]["batch_size"] * ctx.num_workers
     first_step: dict = {}
     with ctx.strategy().scope():
-        model = build_model(tf, model_name)
+        model = harness.build_model(model_name)
     timer = epoch_timer(tf, batch, first_step)
     model.fit(
         ctx.distributed_dataset("train", "image", "label", global_batch_size=batch),
@@ -132,17 +111,8 @@ def train_fn(ctx, model_name: str, epochs: int):
 
 def run_launcher(model_name: str, rows: int, epochs: int, workers: int, backend: str, process_start: float) -> dict:
     import pyarrow as pa
-    from pyspark.sql import SparkSession
 
-    spark = (
-        SparkSession.builder.master(f"local-cluster[{workers},1,2048]")
-        .config("spark.executor.memory", "1536m")
-        .config("spark.executorEnv.TF_USE_LEGACY_KERAS", "1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = harness.local_cluster_session(workers)
     x, y = make_arrays(rows)
     table = pa.table(
         {"image": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 784), "label": pa.array(y)}
@@ -163,30 +133,10 @@ def run_launcher(model_name: str, rows: int, epochs: int, workers: int, backend:
 # Orchestration.
 
 
-def measure(kind: str, **params) -> dict:
-    """Runs one measurement in a fresh Python process and returns its JSON result."""
-    started = time.time()
-    command = [sys.executable, __file__, "--one", json.dumps({"kind": kind, "process_start": started, **params})]
-    run = subprocess.run(command, capture_output=True, text=True)
-    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-    if run.returncode or not lines:
-        tail = "\n".join(run.stderr.splitlines()[-15:])
-        return {"error": f"exit {run.returncode}: {tail}"}
-    return json.loads(lines[-1][len("RESULT ") :])
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = harness.parse_args(__doc__.split("\n\n")[0])
     if args.one:
-        spec = json.loads(args.one)
-        kind = spec.pop("kind")
-        result = run_plain(**{k: spec[k] for k in ("model_name", "rows", "epochs", "threads")}) if kind == "plain" else (
-            run_launcher(**{k: spec[k] for k in ("model_name", "rows", "epochs", "workers", "backend", "process_start")})
-        )
-        print("RESULT " + json.dumps(result), flush=True)
+        harness.run_one(args.one, {"plain": run_plain, "launcher": run_launcher})
         return
 
     sizes = {"mlp": (6000, 2), "cnn": (1024, 2)} if args.quick else {"mlp": (60000, 3), "cnn": (6000, 3)}
@@ -206,7 +156,9 @@ def main() -> None:
                 (f"{model_name} tfos 2 workers", "launcher", {**common, "workers": 2, "backend": "tfos"}),
             ]
     for label, kind, params in plan:
-        result = measure(kind, **params)
+        if kind == "launcher":  # the "submit" that the first step's time is measured from
+            params = {**params, "process_start": time.time()}
+        result = harness.measure(__file__, kind, **params)
         figures[label] = result
         rows_out.append((label, result))
         print(f"{label:30s} " + (
