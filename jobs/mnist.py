@@ -18,7 +18,7 @@ Run::
     ./spark-submit.sh mnist --master local-cluster[2,1,2048] -- --num-workers 2
     ./spark-submit.sh mnist -- --data-dir /data/mnist --model logreg --epochs 5
 
-Writes to ``--output-dir``: metrics.json, model/ (SavedModel), loss_curve.png,
+Writes to ``--output-dir``: metrics.json, model/ (SavedModel), training_curves.png,
 confusion_matrix.png.
 """
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,21 +42,19 @@ BOOK_REFERENCE = {
 
 
 @dataclass(frozen=True)
-class Config(job.JobConfig):
-    output_dir: str = field(default="output/mnist", metadata={"help": "where results go"})
-    model: str = field(
-        default="cnn",
-        metadata={"help": "logreg: chapter 1's softmax regression; cnn: chapter 12's CNN", "choices": ("logreg", "cnn")},
+class Config(job.TrainingConfig):
+    output_dir: str = job.option("output/mnist", "where results go")
+    model: str = job.option(
+        "cnn", "logreg: chapter 1's softmax regression; cnn: chapter 12's CNN", choices=("logreg", "cnn")
     )
-    optimizer: str | None = field(
-        default=None,
-        metadata={"help": "sgd or adam; default: sgd for logreg (the book's), adam for cnn", "choices": ("sgd", "adam")},
+    optimizer: str | None = job.option(
+        None, "sgd or adam; default: sgd for logreg (the book's), adam for cnn", choices=("sgd", "adam")
     )
-    learning_rate: float | None = field(
-        default=None, metadata={"help": "default: 0.01 for sgd (the book's Keras default), 0.001 for adam"}
+    learning_rate: float | None = job.option(
+        None, "default: 0.01 for sgd (the book's Keras default), 0.001 for adam", greater_than=0
     )
-    epochs: int = field(default=10, metadata={"help": "passes over the training data"})
-    batch_size: int = field(default=100, metadata={"help": "global batch size (the book's: 100)"})
+    epochs: int = job.option(10, "passes over the training data")
+    batch_size: int = job.option(100, "global batch size (the book's: 100)")
 
     @property
     def resolved_optimizer(self) -> str:
@@ -133,26 +131,35 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config) -> dict:
     with ctx.strategy().scope():  # tfos: variables mirrored across workers
         model = build_model(cfg)
     dataset = ctx.distributed_dataset("train", "image", "label", global_batch_size=cfg.batch_size, seed=cfg.seed + ctx.rank)
+    callbacks = ctx.callbacks(cfg.batch_size, cfg.checkpoint_every_steps)  # tfos: resume + progress
+    if ctx.is_chief:
+        # A plain (non-distributed) copy, built before fit: the chief alone scores and saves it,
+        # and anything run under the strategy would wait for the other workers to join.
+        local_model = build_model(cfg)
+        test = ctx.data("test")
+        x_test, y_test = test.column("image"), test.column("label")
+
+        def probabilities():
+            local_model.set_weights(model.get_weights())
+            return np.concatenate([local_model(x_test[i : i + 1000], training=False).numpy()
+                                   for i in range(0, len(x_test), 1000)])
+
+        def held_out(epoch, logs):
+            # Mutating logs puts the test rows' numbers into History (training_curves.png) and the progress lines.
+            p = probabilities()
+            logs["heldout_loss"] = float(-np.mean(np.log(np.clip(p[np.arange(len(y_test)), y_test], 1e-7, 1.0))))
+            logs["heldout_accuracy"] = float(np.mean(p.argmax(axis=1) == y_test))
+
+        callbacks = [tf.keras.callbacks.LambdaCallback(on_epoch_end=held_out), *callbacks]
     started = time.perf_counter()
-    history = model.fit(
-        dataset,
-        epochs=cfg.epochs,
-        steps_per_epoch=steps,
-        callbacks=ctx.callbacks(cfg.batch_size, cfg.checkpoint_every_steps),  # tfos: resume + progress
-        verbose=0,
-    )
+    history = model.fit(dataset, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=0)
     train_seconds = time.perf_counter() - started
     if not ctx.is_chief:
         return {}
 
-    # Evaluate and save a plain (non-distributed) copy, so the chief alone can do it
-    # without the other workers joining collectives.
-    local_model = build_model(cfg)
     local_model.set_weights(model.get_weights())
-    test = ctx.data("test")
-    x_test, y_test = test.column("image"), test.column("label")
     test_loss, test_accuracy = local_model.evaluate(x_test, y_test, batch_size=1000, verbose=0)
-    y_pred = local_model.predict(x_test, batch_size=1000, verbose=0).argmax(axis=1)
+    y_pred = probabilities().argmax(axis=1)
     local_model.save(f"{ctx.output_dir}/model", save_format="tf")
     examples = train.num_rows * ctx.num_workers * cfg.epochs
     return {
@@ -172,7 +179,7 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config) -> dict:
 def main(argv=None) -> dict:
     cfg = job.parse_config(Config, argv, description=__doc__.split("\n\n")[0])
     log = job.setup_logging()
-    started = time.perf_counter()
+    run = job.JobRun("mnist", cfg)
     spark = job.spark_session("mnist")
     train_df, test_df, source = load_data(spark, cfg)
     log.info("training %s on %s with %d %s worker(s)", cfg.model, source, cfg.num_workers, cfg.backend)
@@ -185,21 +192,17 @@ def main(argv=None) -> dict:
         f"{cfg.output_dir}/confusion_matrix.png", y_true, y_pred, [str(d) for d in range(10)],
         title=f"MNIST {cfg.model}: test accuracy {result['test_accuracy']:.4f}",
     )
-    report.plot_curves(f"{cfg.output_dir}/loss_curve.png", result["history"], title=f"MNIST {cfg.model} training")
-    metrics = {
-        **result,
-        "dataframe_test_accuracy": scored["accuracy"],
-        "confusion_matrix": confusion,
-        "data": {"source": source, "train_rows": train_df.count(), "test_rows": len(y_true)},
-        "num_workers": cfg.num_workers,
-        "backend": cfg.backend,
-        "wall_seconds": time.perf_counter() - started,
-        "book_reference": BOOK_REFERENCE[cfg.model],
-        "config": job.config_dict(cfg) | {"optimizer": cfg.resolved_optimizer, "learning_rate": cfg.resolved_learning_rate},
-    }
-    path = report.write_metrics(cfg.output_dir, metrics)
-    log.info("test accuracy %.4f, loss %.4f; %.0f examples/s; wrote %s",
-             metrics["test_accuracy"], metrics["test_loss"], metrics["examples_per_second"], path)
+    report.plot_curves(f"{cfg.output_dir}/training_curves.png", result["history"],
+                       title=f"MNIST {cfg.model}: training vs held-out test rows")
+    metrics = run.write_metrics(
+        data={"source": source, "train_rows": train_df.count(), "test_rows": len(y_true)},
+        results={**result, "dataframe_test_accuracy": scored["accuracy"], "confusion_matrix": confusion},
+        book_reference=BOOK_REFERENCE[cfg.model],
+        resolved={"optimizer": cfg.resolved_optimizer, "learning_rate": cfg.resolved_learning_rate},
+    )
+    results = metrics["results"]
+    log.info("test accuracy %.4f, loss %.4f; %.0f examples/s; wrote %s/metrics.json",
+             results["test_accuracy"], results["test_loss"], results["examples_per_second"], cfg.output_dir)
     return metrics
 
 

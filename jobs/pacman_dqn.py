@@ -34,7 +34,7 @@ from __future__ import annotations
 import csv
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,9 +49,11 @@ BOOK_REFERENCE = {
 }
 
 
+# LaunchConfig: the learners start through job.launch (workers, backend, restarts, stall timeout, a global
+# batch); there are no epochs, training is measured in agent steps.
 @dataclass(frozen=True)
-class Config(dqn.DQNConfig):
-    output_dir: str = field(default="output/pacman_dqn", metadata={"help": "where results go"})
+class Config(dqn.DQNConfig, job.LaunchConfig):
+    output_dir: str = job.option("output/pacman_dqn", "where results go")
 
 
 def write_episodes_csv(path: str, training: list[dict], evaluations: dict[str, dict]) -> None:
@@ -92,9 +94,9 @@ def plot_rewards(path: str, training: list[dict], evaluations: dict[str, dict]) 
 def main(argv=None) -> dict:
     log = job.setup_logging()
     cfg = job.parse_config(Config, argv, __doc__)
+    run = job.JobRun("pacman_dqn", cfg)
     os.makedirs(cfg.output_dir, exist_ok=True)
     spark = job.spark_session("pacman_dqn")
-    wall = time.perf_counter()
     num_actions = cfg.env.num_actions()
     log.info("%s: %d actions; training for %s agent steps with %d learner(s)", cfg.env_id, num_actions,
              f"{cfg.env_steps:,}", cfg.num_workers)
@@ -118,24 +120,26 @@ def main(argv=None) -> dict:
     random_, agent = evaluations["random"], evaluations["agent"]
     # Welch's standard error of the difference of the two means.
     stderr = float(np.hypot(random_["std"] / np.sqrt(random_["episodes"]), agent["std"] / np.sqrt(agent["episodes"])))
-    metrics = {
-        "environment": {"env_id": cfg.env_id, "frame_skip": cfg.frame_skip, "sticky_actions": cfg.sticky_actions,
-                        "max_episode_steps": cfg.max_episode_steps, "actions": num_actions},
-        "evaluation": evaluations,
-        "agent_minus_random": {"mean": agent["mean"] - random_["mean"], "standard_error": stderr},
-        "training": {
-            "env_steps": result["env_steps"], "frames": result["env_steps"] * cfg.frame_skip,
-            "updates": result["updates"], "transitions_trained_on": result["updates"] * cfg.batch_size,
-            "rounds": result["rounds"], "episodes": len(result["episodes"]), "learners": cfg.num_workers,
-            "actors": result["actors"], "train_seconds": result["train_seconds"],
-            "actor_seconds": result["actor_seconds"], "eval_seconds": eval_seconds,
-            "wall_seconds": time.perf_counter() - wall,
-            "learner_rounds": result["history"],
+    metrics = run.write_metrics(
+        data={"source": f"gymnasium {cfg.env_id}, played by the actors (no dataset)",
+              "environment": {"env_id": cfg.env_id, "frame_skip": cfg.frame_skip, "sticky_actions": cfg.sticky_actions,
+                              "max_episode_steps": cfg.max_episode_steps, "actions": num_actions},
+              "training_episodes": len(result["episodes"]), "env_steps": result["env_steps"],
+              "evaluation_episodes": agent["episodes"] + random_["episodes"]},
+        results={
+            "evaluation": evaluations,
+            "agent_minus_random": {"mean": agent["mean"] - random_["mean"], "standard_error": stderr},
+            "training": {
+                "env_steps": result["env_steps"], "frames": result["env_steps"] * cfg.frame_skip,
+                "updates": result["updates"], "transitions_trained_on": result["updates"] * cfg.batch_size,
+                "rounds": result["rounds"], "episodes": len(result["episodes"]), "learners": cfg.num_workers,
+                "actors": result["actors"], "train_seconds": result["train_seconds"],
+                "actor_seconds": result["actor_seconds"], "eval_seconds": eval_seconds,
+                "learner_rounds": result["history"],
+            },
         },
-        "book": BOOK_REFERENCE,
-        "config": job.config_dict(cfg),
-    }
-    report.write_metrics(cfg.output_dir, metrics)
+        book_reference=BOOK_REFERENCE,
+    )
     write_episodes_csv(os.path.join(cfg.output_dir, "episodes.csv"), result["episodes"], evaluations)
     plot_rewards(os.path.join(cfg.output_dir, "rewards.png"), result["episodes"], evaluations)
     log.info("agent %.1f vs random %.1f (difference %.1f +- %.1f standard error); book: random 219.46, DQN 270.5. "

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -75,73 +75,66 @@ BOOK_REFERENCE = {
 
 
 @dataclass(frozen=True)
-class Config(job.JobConfig):
-    output_dir: str = field(default="output/recommend", metadata={"help": "where results go"})
-    events_csv: str | None = field(default=None, metadata={"help": "events.csv to read (instead of --data-dir)"})
-    generated_events: int = field(
-        default=200_000, metadata={"help": "rows of the generated events.csv used without --data-dir/--events-csv"}
+class Config(job.TrainingConfig):
+    output_dir: str = job.option("output/recommend", "where results go")
+    events_csv: str | None = job.option(None, "events.csv to read (instead of --data-dir)")
+    generated_events: int = job.option(
+        200_000, "rows of the generated events.csv used without --data-dir/--events-csv", min=20
     )
-    epochs: int = field(default=5, metadata={"help": "passes over the training interactions, per ranking model"})
-    book_epochs: int = field(
-        default=3, metadata={"help": "passes over the event rows in the book setup (the book's: 50; the MSE is flat after 2)"}
+    epochs: int = job.option(5, "passes over the training interactions, per ranking model")
+    book_epochs: int = job.option(
+        3, "passes over the event rows in the book setup (the book's: 50; the MSE is flat after 2)", min=1
     )
-    batch_size: int = field(
-        default=1024, metadata={"help": "global batch size: rows (book setup) or positives (ranking); the book's: 32"}
+    batch_size: int = job.option(
+        1024, "global batch size: rows (book setup) or positives (ranking); the book's: 32"
     )
-    learning_rate: float = field(default=0.001, metadata={"help": "Adam's learning rate for the book setup (the book's: 0.001)"})
-    optimizer: str = field(
-        default="lazy_adam",
-        metadata={"help": "lazy_adam: Adam's update for the embedding rows in the batch only; adam: Keras' Adam (the "
-                          "book's), which moves all 1.4M visitor rows every step", "choices": ("lazy_adam", "adam")},
+    learning_rate: float = job.option(
+        0.001, "Adam's learning rate for the book setup (the book's: 0.001)", greater_than=0
     )
-    ranking_learning_rate: float = field(default=0.01, metadata={"help": "learning rate when training to rank"})
-    factors: int = field(default=5, metadata={"help": "latent factors of MF, the network's embeddings and ALS (the book's: 5)"})
-    negatives: int = field(default=16, metadata={"help": "sampled negative items per positive when training to rank"})
-    regularization: float = field(
-        default=0.0, metadata={"help": "L2 on the embedding rows each ranking batch looks up (0: none, as in the book)"}
+    optimizer: str = job.option(
+        "lazy_adam",
+        "lazy_adam: Adam's update for the embedding rows in the batch only; adam: Keras' Adam (the book's), which "
+        "moves all 1.4M visitor rows every step",
+        choices=("lazy_adam", "adam"),
     )
-    models: str = field(default="mf,nn", metadata={"help": "comma-separated: mf (matrix factorisation), nn (the network)"})
-    book_setup: bool = field(
-        default=True, metadata={"help": "also train the book's MSE regression on its random 80/10/10 row split"}
+    ranking_learning_rate: float = job.option(0.01, "learning rate when training to rank", greater_than=0)
+    factors: int = job.option(5, "latent factors of MF, the network's embeddings and ALS (the book's: 5)", min=1)
+    negatives: int = job.option(16, "sampled negative items per positive when training to rank", min=1)
+    regularization: float = job.option(
+        0.0, "L2 on the embedding rows each ranking batch looks up (0: none, as in the book)", min=0
     )
-    holdout_fraction: float = field(
-        default=0.2, metadata={"help": "share of each visitor's latest items held out (at least one, visitors with 2+ items)"}
+    models: str = job.option("mf,nn", "comma-separated: mf (matrix factorisation), nn (the network)")
+    book_setup: bool = job.option(True, "also train the book's MSE regression on its random 80/10/10 row split")
+    holdout_fraction: float = job.option(
+        0.2, "share of each visitor's latest items held out (at least one, visitors with 2+ items)",
+        greater_than=0, less_than=1,
     )
-    eval_visitors: int = field(
-        default=10_000, metadata={"help": "held-out visitors ranked for the metrics (a seeded sample); 0: all of them"}
+    eval_visitors: int = job.option(
+        10_000, "held-out visitors ranked for the metrics (a seeded sample); 0: all of them", min=0
     )
-    top_k: int = field(default=10, metadata={"help": "recommendation list length (the k of the metrics)"})
-    recommend_all: str = field(
-        default="mf",
-        metadata={"help": "model whose top-k for every visitor is written as Parquet; none: skip",
-                  "choices": ("mf", "nn", "als", "popularity", "none")},
+    top_k: int = job.option(10, "recommendation list length (the k of the metrics)", min=1)
+    recommend_all: str = job.option(
+        "mf",
+        "model whose top-k for every visitor is written as Parquet; none: skip",
+        choices=("mf", "nn", "als", "popularity", "none"),
     )
-    recommend_visitors: int = field(
-        default=0, metadata={"help": "--recommend-all for a seeded sample of this many visitors; 0: every visitor"}
+    recommend_visitors: int = job.option(
+        0, "--recommend-all for a seeded sample of this many visitors; 0: every visitor", min=0
     )
-    als_iterations: int = field(default=10, metadata={"help": "ALS iterations"})
-    als_regularization: float = field(default=0.1, metadata={"help": "ALS regParam"})
-    als_alpha: float = field(default=10.0, metadata={"help": "ALS implicit confidence alpha"})
-    max_bad_fraction: float = field(
-        default=0.01, metadata={"help": "fail when more than this share of rows is unusable (they are dropped either way)"}
+    als_iterations: int = job.option(10, "ALS iterations", min=1)
+    als_regularization: float = job.option(0.1, "ALS regParam", min=0)
+    als_alpha: float = job.option(10.0, "ALS implicit confidence alpha", min=0)
+    max_bad_fraction: float = job.option(
+        0.01, "fail when more than this share of rows is unusable (they are dropped either way)", min=0, max=1
     )
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 < self.holdout_fraction < 1.0:
-            raise ValueError(f"--holdout-fraction must be between 0 and 1 (exclusive); got {self.holdout_fraction}.")
-        for name, low in (("factors", 1), ("negatives", 1), ("eval_visitors", 0), ("top_k", 1), ("generated_events", 20),
-                          ("als_iterations", 1), ("book_epochs", 1),
-                          ("recommend_visitors", 0)):
-            if getattr(self, name) < low:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= {low}; got {getattr(self, name)}.")
         unknown = set(self.model_list) - set(MODELS)
         if unknown or not self.model_list:
             raise ValueError(f"--models takes a comma-separated subset of {list(MODELS)}; got {self.models!r}.")
         if self.recommend_all in MODELS and self.recommend_all not in self.model_list:
             raise ValueError(f"--recommend-all {self.recommend_all} needs that model in --models (got {self.models!r}).")
-        if not 0.0 <= self.max_bad_fraction <= 1.0:
-            raise ValueError(f"--max-bad-fraction must be between 0 and 1; got {self.max_bad_fraction}.")
 
     @property
     def model_list(self) -> tuple[str, ...]:
@@ -318,7 +311,7 @@ def train_als(rank_train, cfg: Config):
 def main(argv=None) -> dict:
     cfg = job.parse_config(Config, argv, description=__doc__.split("\n\n")[0])
     log = job.setup_logging()
-    started = time.perf_counter()
+    run = job.JobRun("recommend", cfg)
     spark = job.spark_session("recommend")
     timer = ranking.PhaseTimer(ranking.driver_jvm_pid(spark))
     from pyspark.sql import functions as F
@@ -394,32 +387,30 @@ def main(argv=None) -> dict:
     report.plot_curves(os.path.join(cfg.output_dir, "training_curves.png"),
                        {name.replace("_", " ") + " loss": values for name, values in trained["history"].items()},
                        title="Chapter 11: training loss per model")
-    metrics = {
-        "ranking": ranked,
-        "k": cfg.top_k,
-        "book_mse": {
-            "models": trained["book_mse"],
-            **baselines,
-            "beats_constant_mean": {k: v["test_mse"] < baselines["constant_mean_mse"] for k, v in trained["book_mse"].items()},
-        } if cfg.book_setup else None,
-        "ranking_training": trained["ranking"],
-        "embedding_gradient_type": trained.get("embedding_gradient_type"),
-        "worker_peak_rss_mb": trained["worker_peak_rss_mb"],
-        "data": {"source": source, "path": path, "total_rows": validated.total_rows,
-                 "dropped_rows": validated.dropped_rows, "bad_rows": validated.bad_rows,
-                 "bad_row_examples": validated.examples, "bad_row_rules": retailrocket.BAD_ROW_REASONS, **summary},
-        "recommendations_all_visitors": all_visitors,
-        "timings": timer.summary(),
-        "num_workers": cfg.num_workers,
-        "backend": cfg.backend,
-        "wall_seconds": time.perf_counter() - started,
-        "book_reference": BOOK_REFERENCE,
-        "config": job.config_dict(cfg),
-    }
-    written = report.write_metrics(cfg.output_dir, metrics)
-    log.info("phases (s): %s; dominant: %s; wrote %s",
-             {k: v["seconds"] for k, v in metrics["timings"]["phases"].items()},
-             metrics["timings"]["dominant_phase"], written)
+    metrics = run.write_metrics(
+        data={"source": source, "path": path, "total_rows": validated.total_rows,
+              "dropped_rows": validated.dropped_rows, "bad_rows": validated.bad_rows,
+              "bad_row_examples": validated.examples, "bad_row_rules": retailrocket.BAD_ROW_REASONS, **summary},
+        results={
+            "ranking": ranked,
+            "k": cfg.top_k,
+            "book_mse": {
+                "models": trained["book_mse"],
+                **baselines,
+                "beats_constant_mean": {k: v["test_mse"] < baselines["constant_mean_mse"]
+                                        for k, v in trained["book_mse"].items()},
+            } if cfg.book_setup else None,
+            "ranking_training": trained["ranking"],
+            "embedding_gradient_type": trained.get("embedding_gradient_type"),
+            "worker_peak_rss_mb": trained["worker_peak_rss_mb"],
+            "recommendations_all_visitors": all_visitors,
+            "timings": timer.summary(),
+        },
+        book_reference=BOOK_REFERENCE,
+    )
+    timings = metrics["results"]["timings"]
+    log.info("phases (s): %s; dominant: %s; wrote %s/metrics.json",
+             {k: v["seconds"] for k, v in timings["phases"].items()}, timings["dominant_phase"], cfg.output_dir)
     return metrics
 
 

@@ -52,7 +52,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,27 +82,19 @@ _PLOT_LABELS = {"distinct_sentence": "by sentence", "random_row": "random rows (
 
 
 @dataclass(frozen=True)
-class Config(job.JobConfig):
-    output_dir: str = field(default="output/sentiment", metadata={"help": "where results go"})
-    epochs: int = field(default=15, metadata={"help": "passes over the training data (the book's: 15)"})
-    batch_size: int = field(default=32, metadata={"help": "global batch size (the book's: 32)"})
-    min_count: int = field(default=5, metadata={"help": "keep words seen at least this often in the training rows"})
-    test_fraction: float = field(default=0.2, metadata={"help": "share of distinct sentences (or rows, random split) held out"})
-    random_split: bool = field(
-        default=True, metadata={"help": "also train on the book's leaky random row split and report it"}
+class Config(job.TrainingConfig):
+    output_dir: str = job.option("output/sentiment", "where results go")
+    epochs: int = job.option(15, "passes over the training data (the book's: 15)")
+    batch_size: int = job.option(32, "global batch size (the book's: 32)")
+    min_count: int = job.option(5, "keep words seen at least this often in the training rows", min=1)
+    test_fraction: float = job.option(
+        0.2, "share of distinct sentences (or rows, random split) held out", greater_than=0, less_than=1
     )
-    synthetic_rows: int = field(default=2000, metadata={"help": "rows of the generated file used without --data-dir"})
-    tfjs_bundle: str | None = field(
-        default=None, metadata={"help": f"tf.min.js to put next to the page; default: {DEFAULT_TFJS_BUNDLE.relative_to(REPO)}"}
+    random_split: bool = job.option(True, "also train on the book's leaky random row split and report it")
+    synthetic_rows: int = job.option(2000, "rows of the generated file used without --data-dir", min=1)
+    tfjs_bundle: str | None = job.option(
+        None, f"tf.min.js to put next to the page; default: {DEFAULT_TFJS_BUNDLE.relative_to(REPO)}"
     )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(f"--test-fraction must be between 0 and 1 (exclusive); got {self.test_fraction}.")
-        for name in ("min_count", "synthetic_rows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}.")
 
 
 @dataclass(frozen=True)
@@ -324,7 +316,7 @@ def write_page(web_dir: Path, vocabulary: text.Vocabulary, max_len: int, bundle:
 def main(argv=None) -> dict:
     cfg = job.parse_config(Config, argv, description=__doc__.split("\n\n")[0])
     log = job.setup_logging()
-    started = time.perf_counter()
+    run = job.JobRun("sentiment", cfg)
     bundle = Path(cfg.tfjs_bundle) if cfg.tfjs_bundle else DEFAULT_TFJS_BUNDLE
     if not bundle.is_file():
         if cfg.tfjs_bundle:
@@ -345,29 +337,26 @@ def main(argv=None) -> dict:
                    for name, values in evaluation[split]["history"].items()}
     report.plot_curves(f"{cfg.output_dir}/training_curves.png", curves, title="Chapter 3 GRU: training vs held-out rows")
     headline = evaluation["distinct_sentence"]
-    metrics = {
-        "test_accuracy": headline["test_accuracy"],
-        "test_auc": headline["test_auc"],
-        "evaluation": evaluation,
-        "probes": {p: {"book": book, **{f"{s}_model": evaluation[s]["probe_scores"][p] for s in splits}}
-                   for p, book in BOOK_PROBES.items()},
-        "data": {
+    metrics = run.write_metrics(
+        data={
             "source": source,
             "rows": rows.count(),
             "positive_rows": rows.filter("label = 1").count(),
             "distinct_sentences": rows.select("sentence").distinct().count(),
             "distinct_tokenised_sentences": rows.select("key").distinct().count(),
         },
-        "export": page,
-        "num_workers": cfg.num_workers,
-        "backend": cfg.backend,
-        "wall_seconds": time.perf_counter() - started,
-        "book_reference": BOOK_REFERENCE,
-        "config": job.config_dict(cfg),
-    }
-    path = report.write_metrics(cfg.output_dir, metrics)
-    log.info("held-out accuracy %.4f, AUC %s (split by distinct sentence); wrote %s and %s/index.html",
-             metrics["test_accuracy"], metrics["test_auc"], path, page["web_dir"])
+        results={
+            "test_accuracy": headline["test_accuracy"],
+            "test_auc": headline["test_auc"],
+            "evaluation": evaluation,
+            "probes": {p: {"book": book, **{f"{s}_model": evaluation[s]["probe_scores"][p] for s in splits}}
+                       for p, book in BOOK_PROBES.items()},
+            "export": page,
+        },
+        book_reference=BOOK_REFERENCE,
+    )
+    log.info("held-out accuracy %.4f, AUC %s (split by distinct sentence); wrote %s/metrics.json and %s/index.html",
+             headline["test_accuracy"], headline["test_auc"], cfg.output_dir, page["web_dir"])
     return metrics
 
 

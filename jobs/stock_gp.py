@@ -38,12 +38,12 @@ import importlib.util
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 import tfos_lib
-from tfos_lib import job, parallel, report
+from tfos_lib import job, parallel
 from tfos_lib.datasets import stocks
 from tfos_lib.gp.scoring import YEAR_DAYS, Window, collect_inputs, summarize
 
@@ -70,35 +70,29 @@ BOOK_REFERENCE = {
 
 @dataclass(frozen=True)
 class Config(job.JobConfig):
-    """Options. The training options common to all jobs (--num-workers, --backend, --epochs,
-    --batch-size) do not apply: every fit is one Spark task; more executors run more fits at once."""
+    """Options. Not a ``job.TrainingConfig``: every fit is one Spark task, and more executors run more
+    fits at once, so the launcher's options (--num-workers, --backend, --epochs, ...) do not apply."""
 
-    output_dir: str = field(default="output/stock_gp", metadata={"help": "where results go"})
-    windows: str = field(
-        default="2017,2018Q3,2018Q4",
-        metadata={"help": "periods to forecast, comma-separated: a year (2017, the book's first problem) or a "
-                          "63-trading-day quarter (2018Q4, the book's second; 2018Q3 is the held-out split with truth)"},
+    output_dir: str = job.option("output/stock_gp", "where results go")
+    windows: str = job.option(
+        "2017,2018Q3,2018Q4",
+        "periods to forecast, comma-separated: a year (2017, the book's first problem) or a 63-trading-day quarter "
+        "(2018Q4, the book's second; 2018Q3 is the held-out split with truth)",
     )
-    train_start: int = field(default=2008, metadata={"help": "first (full) training year, the book's 2008"})
-    kernel: str = field(
-        default="book",
-        metadata={"help": "book: RBF(variance 63, lengthscale 1) + White(1e-10) on [year, day]; rbf-ard: one "
-                          "lengthscale per input; matern32: Matern 3/2 + White", "choices": KERNELS},
+    train_start: int = job.option(2008, "first (full) training year, the book's 2008")
+    kernel: str = job.option(
+        "book",
+        "book: RBF(variance 63, lengthscale 1) + White(1e-10) on [year, day]; rbf-ard: one lengthscale per input; "
+        "matern32: Matern 3/2 + White",
+        choices=KERNELS,
     )
-    max_iter: int = field(default=1000, metadata={"help": "L-BFGS iterations at most (GPflow 1's ScipyOptimizer default)"})
-    task_timeout: float | None = field(default=None, metadata={"help": "seconds before a fit is killed and reported failed"})
+    max_iter: int = job.option(1000, "L-BFGS iterations at most (GPflow 1's ScipyOptimizer default)", min=1)
+    task_timeout: float | None = job.option(
+        None, "seconds before a fit is killed and reported failed; omitted: no limit", greater_than=0
+    )
 
     def __post_init__(self):
         super().__post_init__()
-        fixed = {"num_workers": 1, "backend": "barrier", "epochs": 1, "batch_size": 32}
-        changed = [name for name, value in fixed.items() if getattr(self, name) != value]
-        if changed:
-            raise ValueError(
-                f"stock_gp does not use {', '.join('--' + n.replace('_', '-') for n in changed)}: each GP fit is one "
-                "Spark task, and more executors (e.g. --master 'local-cluster[3,1,2048]') run more fits at once."
-            )
-        if self.max_iter < 1:
-            raise ValueError(f"--max-iter must be >= 1; got {self.max_iter}.")
         windows = self.parsed_windows
         if len({w.name for w in windows}) != len(windows):
             raise ValueError(f"--windows lists a window twice: {self.windows!r}.")
@@ -303,7 +297,7 @@ def fit_fn(task: parallel.Task, rows, cfg: Config) -> dict:
 def main(argv=None) -> dict:
     cfg = job.parse_config(Config, argv, description=__doc__.split("\n\n")[0])
     log = job.setup_logging()
-    started = time.perf_counter()
+    run = job.JobRun("stock_gp", cfg)
     windows = {w.name: w for w in cfg.parsed_windows}
     spark = job.spark_session("stock_gp")
     prices, source = load_data(spark, cfg)
@@ -334,22 +328,24 @@ def main(argv=None) -> dict:
 
     results, table, failed = summarize(cfg.output_dir, fits, windows, inputs)
     executors = sorted({f.executor for f in fits if f.executor})
-    metrics = {
-        "results": results,
-        "table": table,
-        "failed": sorted(failed),
-        "data": {"source": source, "files": inputs["ends"], "windows": {w.name: w.label for w in windows.values()}},
-        "fits": {"count": len(fits), "executors": executors, "task_seconds_total": sum(f.seconds or 0 for f in fits)},
-        "wall_seconds": time.perf_counter() - started,
-        "book_reference": BOOK_REFERENCE,
-        "config": job.config_dict(cfg),
-    }
-    path = report.write_metrics(cfg.output_dir, metrics)
+    metrics = run.write_metrics(
+        data={"source": source, "tickers": len(inputs["ends"]), "files": inputs["ends"],
+              "windows": {w.name: w.label for w in windows.values()},
+              "training_points": sum(f.train_points or 0 for f in fits)},
+        results={
+            "forecasts": results,
+            "table": table,
+            "failed": sorted(failed),
+            "fits": {"count": len(fits), "executors": executors, "task_seconds_total": sum(f.seconds or 0 for f in fits)},
+        },
+        book_reference=BOOK_REFERENCE,
+    )
     for row in table:
         log.info("%-10s %-7s GP RMSE %9.3f  coverage %.2f  NLPD %7.3f | last value %9.3f | year average %9.3f",
                  row["ticker"], row["window"], row["gp_rmse"], row["coverage_95"], row["nlpd"],
                  row["last_value_rmse"] or float("nan"), row["year_average_rmse"] or float("nan"))
-    log.info("%d fit(s) on %d executor(s) in %.0f s; wrote %s", len(fits), len(executors), metrics["wall_seconds"], path)
+    log.info("%d fit(s) on %d executor(s) in %.0f s; wrote %s/metrics.json", len(fits), len(executors),
+             metrics["wall_seconds"], cfg.output_dir)
     if failed:
         raise parallel.TaskFailures(failed, len(fits))
     return metrics

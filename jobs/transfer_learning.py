@@ -36,15 +36,16 @@ from __future__ import annotations
 import functools
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import tfos_lib
 from tfos_lib import job, report
 from tfos_lib.datasets import image_folders
+from tfos_lib.launcher import BACKENDS
 from tfos_lib.ml.image_featurizer import BACKBONES, DeepImageFeaturizer
 
 BOOK_REFERENCE = {
-    "accuracy": 1.0,
+    "test_accuracy": 1.0,
     "test_images": 36,
     "test_per_class": {"buses": 22, "cars": 14},
     "images": {"buses": 49, "cars": 41},
@@ -55,44 +56,38 @@ BOOK_REFERENCE = {
 
 @dataclass(frozen=True)
 class Config(job.JobConfig):
-    output_dir: str = field(default="output/transfer_learning", metadata={"help": "where results go"})
-    backbone: str = field(
-        default="InceptionV3", metadata={"help": "Keras application without its top", "choices": tuple(BACKBONES)}
+    """Options. Not a ``job.TrainingConfig``: the book's pipeline trains no TensorFlow model, and
+    ``--classifier keras`` trains through ``KerasEstimator``, which takes workers, backend, epochs and
+    batch size but none of the launcher's restart, stall or checkpoint options."""
+
+    output_dir: str = job.option("output/transfer_learning", "where results go")
+    backbone: str = job.option("InceptionV3", "Keras application without its top", choices=tuple(BACKBONES))
+    weights: str = job.option("none", "local no-top weights file of --backbone; 'none': random initialisation (reported)")
+    image_size: int = job.option(0, "input height/width; 0: the backbone's own (InceptionV3: 299)", min=0)
+    alpha: float = job.option(1.0, "MobileNetV2 width multiplier", greater_than=0)
+    classifier: str = job.option(
+        "logreg",
+        "logreg: the book's MLlib LogisticRegression; keras: a softmax layer trained by tfos_lib workers",
+        choices=("logreg", "keras"),
     )
-    weights: str = field(
-        default="none",
-        metadata={"help": "local no-top weights file of --backbone; 'none': random initialisation (reported)"},
+    max_iter: int = job.option(30, "LogisticRegression iterations (the book's: 30)", min=1)
+    train_fraction: float = job.option(
+        0.6, "share of each class used for training (the book's: 0.6)", greater_than=0, less_than=1
     )
-    image_size: int = field(
-        default=0, metadata={"help": "input height/width; 0: the backbone's own (InceptionV3: 299)"}
+    split_seed: int = job.option(
+        123, "randomSplit seed of the first class; class i uses split_seed - i (book: 123, 122)"
     )
-    alpha: float = field(default=1.0, metadata={"help": "MobileNetV2 width multiplier"})
-    classifier: str = field(
-        default="logreg",
-        metadata={
-            "help": "logreg: the book's MLlib LogisticRegression; keras: a softmax layer trained by tfos_lib workers",
-            "choices": ("logreg", "keras"),
-        },
-    )
-    max_iter: int = field(default=30, metadata={"help": "LogisticRegression iterations (the book's: 30)"})
-    train_fraction: float = field(
-        default=0.6, metadata={"help": "share of each class used for training (the book's: 0.6)"}
-    )
-    split_seed: int = field(
-        default=123,
-        metadata={"help": "randomSplit seed of the first class; class i uses split_seed - i (book: 123, 122)"},
-    )
-    batch_size: int = field(
-        default=16, metadata={"help": "images per backbone call; for --classifier keras also its batch"}
-    )
-    epochs: int = field(default=50, metadata={"help": "epochs of --classifier keras"})
-    default_images: int = field(default=30, metadata={"help": "synthetic images per class without --data-dir"})
-    grid_images: int = field(default=48, metadata={"help": "at most this many test images in test_predictions.png"})
+    batch_size: int = job.option(16, "images per backbone call; for --classifier keras also its global batch", min=1)
+    num_workers: int = job.option(1, "TensorFlow workers of --classifier keras (one Spark task slot each)", min=1)
+    backend: str = job.option("barrier", "how the workers of --classifier keras are launched", choices=BACKENDS)
+    epochs: int = job.option(50, "epochs of --classifier keras", min=1)
+    default_images: int = job.option(30, "synthetic images per class without --data-dir", min=1)
+    grid_images: int = job.option(48, "at most this many test images in test_predictions.png", min=1)
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 < self.train_fraction < 1.0:
-            raise ValueError(f"--train-fraction must be between 0 and 1; got {self.train_fraction}.")
+        if self.classifier == "keras":
+            job.check_batch_split(self.batch_size, self.num_workers)
 
 
 def build_pipeline(cfg: Config, num_classes: int):
@@ -187,7 +182,7 @@ def main(argv=None) -> dict:
 
     cfg = job.parse_config(Config, argv, description=__doc__.split("\n\n")[0])
     log = job.setup_logging()
-    started = time.perf_counter()
+    run = job.JobRun("transfer_learning", cfg, training=cfg.classifier == "keras")
     spark = job.spark_session("transfer_learning")
     images, classes, skipped, source = load_images(spark, cfg)
     for row in skipped:
@@ -238,14 +233,13 @@ def main(argv=None) -> dict:
         ncols=8,
     )
     backbone = featurizer.describe()
-    metrics = {
-        "accuracy": accuracy,
+    results = {
+        "test_accuracy": accuracy,
         "test_images": len(rows),
         "correct": sum(t == p for t, p in zip(y_true, y_pred)),
         "crosstab": crosstab,
         "confusion_matrix": confusion,
         "classes": list(classes),
-        "data": {"source": source, "per_class": counts, "skipped_files": len(skipped), "skipped": skipped},
         "backbone": backbone,
         "weights_note": (
             f"pretrained weights from {backbone['weights']}"
@@ -255,19 +249,14 @@ def main(argv=None) -> dict:
         ),
         "classifier": cfg.classifier,
         "fit_seconds": fit_seconds,
-        "wall_seconds": time.perf_counter() - started,
-        "book_reference": BOOK_REFERENCE,
-        "config": job.config_dict(cfg),
     }
-    path = report.write_metrics(cfg.output_dir, metrics)
-    log.info(
-        "test accuracy %.4f (%d/%d), %d file(s) skipped; wrote %s",
-        accuracy,
-        metrics["correct"],
-        len(rows),
-        len(skipped),
-        path,
+    metrics = run.write_metrics(
+        data={"source": source, "per_class": counts, "skipped_files": len(skipped), "skipped": skipped},
+        results=results,
+        book_reference=BOOK_REFERENCE,
     )
+    log.info("test accuracy %.4f (%d/%d), %d file(s) skipped; wrote %s/metrics.json",
+             accuracy, results["correct"], len(rows), len(skipped), cfg.output_dir)
     return metrics
 
 

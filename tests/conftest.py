@@ -80,6 +80,33 @@ def linear_regression():
     return regression_frame, train_linear
 
 
+ENVELOPE_KEYS = {"job", "tfos_lib_version", "started_at", "wall_seconds", "config", "data", "book_reference", "results"}
+
+
+def _check_metrics_envelope(metrics: dict, job: str, training: bool) -> None:
+    """Every job's metrics.json has the same top-level keys (README, "metrics.json"); its own figures sit in results."""
+    from datetime import datetime, timedelta
+
+    expected = ENVELOPE_KEYS | ({"num_workers", "backend"} if training else set())
+    assert set(metrics) == expected, f"unexpected {set(metrics) - expected}, missing {expected - set(metrics)}"
+    assert metrics["job"] == job and metrics["tfos_lib_version"] == tfos_lib.__version__
+    started = datetime.fromisoformat(metrics["started_at"])
+    assert started.utcoffset() == timedelta(0), metrics["started_at"]  # UTC
+    assert metrics["wall_seconds"] > 0
+    assert isinstance(metrics["config"], dict) and metrics["config"]["output_dir"]
+    assert isinstance(metrics["data"], dict) and metrics["data"]["source"]
+    assert isinstance(metrics["results"], dict)
+    if training:
+        assert metrics["num_workers"] == metrics["config"]["num_workers"] >= 1
+        assert metrics["backend"] == metrics["config"]["backend"]
+
+
+@pytest.fixture(scope="session")
+def check_metrics_envelope():
+    """``check(metrics, job, training)``: asserts a job's metrics.json is in the common envelope."""
+    return _check_metrics_envelope
+
+
 SENTIMENT_ROWS = 600
 
 

@@ -1,45 +1,47 @@
-"""Tests for the job command line (tfos_lib.job) and the task-slot checks (tfos_lib.launcher)."""
+"""Tests for the job command line and metrics envelope (tfos_lib.job) and the task-slot checks (tfos_lib.launcher)."""
 
 import dataclasses
+import importlib
+import json
+import math
 import re
 import sys
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
 
+import tfos_lib
 from tfos_lib import launcher
-from tfos_lib.job import JobConfig, build_parser, config_dict, parse_config
+from tfos_lib.job import JobConfig, JobRun, TrainingConfig, build_parser, config_dict, option, parse_config
 from tfos_lib.launcher import available_slots, check_slots, expected_slots
 
 
 @dataclass(frozen=True)
-class DemoConfig(JobConfig):
+class DemoConfig(TrainingConfig):
     """A job config as a job would write it (real annotations here; JobConfig's own are strings)."""
 
-    epochs: int = 3  # overrides the common default
-    model: str = field(default="logreg", metadata={"help": "which model", "choices": ("logreg", "cnn")})
-    learning_rate: float | None = field(default=None, metadata={"help": "optimizer step; None: the model's default"})
+    epochs: int = 3  # overrides the common default, keeps its bound (>= 1)
+    model: str = option("logreg", "which model", choices=("logreg", "cnn"))
+    learning_rate: float | None = option(None, "optimizer step; None: the model's default", greater_than=0)
     warmup_steps: typing.Optional[int] = None  # noqa: UP045  (covers the typing.Union branch on purpose)
-    augment: bool = field(default=False, metadata={"help": "random shifts of the training images"})
+    augment: bool = option(False, "random shifts of the training images")
+    dropout_rate: float = option(0.0, "share of units dropped", min=0, less_than=1)
 
 
+COMMON_FLAGS = ["--data-dir", "--output-dir", "--seed"]
+LAUNCH_FLAGS = ["--num-workers", "--backend", "--batch-size", "--max-restarts", "--stall-timeout"]
+TRAINING_FLAGS = ["--epochs", "--checkpoint-every-steps"]
 ALL_FLAGS = [
-    "--data-dir",
-    "--output-dir",
-    "--num-workers",
-    "--backend",
-    "--epochs",
-    "--batch-size",
-    "--seed",
-    "--max-restarts",
-    "--checkpoint-every-steps",
-    "--stall-timeout",
+    *COMMON_FLAGS,
+    *LAUNCH_FLAGS,
+    *TRAINING_FLAGS,
     "--model",
     "--learning-rate",
     "--warmup-steps",
     "--augment",
+    "--dropout-rate",
 ]
 
 
@@ -57,8 +59,8 @@ def _exit_message(capsys, argv):
 
 def test_flags_are_the_dashed_field_names():
     assert [f.name for f in dataclasses.fields(DemoConfig)][:10] == [
-        "data_dir", "output_dir", "num_workers", "backend", "epochs", "batch_size", "seed",
-        "max_restarts", "checkpoint_every_steps", "stall_timeout",
+        "data_dir", "output_dir", "seed", "num_workers", "backend", "batch_size", "max_restarts", "stall_timeout",
+        "epochs", "checkpoint_every_steps",
     ]
     options = [a.option_strings[0] for a in build_parser(DemoConfig)._actions if a.dest != "help"]
     assert options == ALL_FLAGS
@@ -71,18 +73,19 @@ def test_defaults():
     assert config_dict(config) == {
         "data_dir": None,
         "output_dir": "output",
+        "seed": 0,
         "num_workers": 1,
         "backend": "barrier",
-        "epochs": 3,
         "batch_size": 32,
-        "seed": 0,
         "max_restarts": 0,
-        "checkpoint_every_steps": 0,
         "stall_timeout": 600.0,
+        "epochs": 3,
+        "checkpoint_every_steps": 0,
         "model": "logreg",
         "learning_rate": None,
         "warmup_steps": None,
         "augment": False,
+        "dropout_rate": 0.0,
     }
 
 
@@ -193,6 +196,135 @@ def test_direct_construction_validates_too():
         DemoConfig(num_workers=0)
     with pytest.raises(ValueError, match="--backend must be one of"):
         DemoConfig(backend="nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# Value checks declared with option(), checked once for every field
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--stall-timeout", "nan"], "--stall-timeout must be a finite number; got nan."),
+        (["--stall-timeout", "inf"], "--stall-timeout must be a finite number; got inf."),
+        (["--learning-rate", "-1"], "--learning-rate must be > 0; got -1."),
+        (["--learning-rate", "0"], "--learning-rate must be > 0; got 0."),
+        (["--output-dir", ""], "--output-dir must not be empty; got ''."),
+        (["--stall-timeout", "0.5"], "--stall-timeout must be >= 1; got 0.5."),
+        (["--max-restarts", "-1"], "--max-restarts must be >= 0; got -1."),
+        (["--dropout-rate", "1"], "--dropout-rate must be >= 0 and < 1; got 1."),
+        (["--epochs", "0"], "--epochs must be >= 1; got 0."),  # bound inherited by DemoConfig's redeclaration
+    ],
+)
+def test_bad_values_are_refused_with_the_option_and_its_range(capsys, argv, message):
+    assert message in _exit_message(capsys, argv)
+
+
+@pytest.mark.parametrize("batch_size,workers,nearest", [(32, 3, "30 or 33"), (2, 3, "3"), (100, 8, "96 or 104")])
+def test_batch_size_must_split_evenly_over_the_workers(capsys, batch_size, workers, nearest):
+    err = _exit_message(capsys, ["--batch-size", str(batch_size), "--num-workers", str(workers)])
+    assert f"--batch-size {batch_size} must be a multiple of --num-workers {workers}" in err
+    assert f"use --batch-size {nearest}" in err
+    assert parse_config(DemoConfig, ["--batch-size", "33", "--num-workers", "3"]).batch_size == 33
+
+
+def test_between_bounds_name_both_ends():
+    @dataclass(frozen=True)
+    class Fractions(JobConfig):
+        share: float = option(0.5, "a share", greater_than=0, less_than=1)
+        probability: float = option(0.5, "a probability", min=0, max=1)
+
+    with pytest.raises(ValueError, match=r"--share must be between 0 and 1 \(exclusive\); got 1\."):
+        Fractions(share=1.0)
+    with pytest.raises(ValueError, match=r"--probability must be between 0 and 1 \(inclusive\); got 1\.5\."):
+        Fractions(probability=1.5)
+    with pytest.raises(ValueError, match="--probability must be a finite number; got nan"):
+        Fractions(probability=math.nan)
+    assert Fractions(share=0.25, probability=1.0).probability == 1.0
+
+
+def test_a_redeclaration_with_its_own_bounds_replaces_the_inherited_ones():
+    @dataclass(frozen=True)
+    class AtLeastTwo(DemoConfig):
+        epochs: int = option(2, "passes", min=2)
+
+    with pytest.raises(ValueError, match="--epochs must be >= 2; got 1"):
+        AtLeastTwo(epochs=1)
+
+
+@pytest.mark.parametrize(
+    "job,argv,message",
+    [
+        ("stock_gp", ["--task-timeout", "0"], "--task-timeout must be > 0; got 0."),
+        ("stock_gp", ["--num-workers", "2"], "unknown option(s) --num-workers"),
+        ("mnist", ["--learning-rate", "-1"], "--learning-rate must be > 0; got -1."),
+        ("recommend", ["--learning-rate", "-1"], "--learning-rate must be > 0; got -1."),
+        ("recommend", ["--ranking-learning-rate", "nan"], "--ranking-learning-rate must be a finite number"),
+        ("sentiment", ["--stall-timeout", "nan"], "--stall-timeout must be a finite number; got nan."),
+        ("sentiment", ["--output-dir", ""], "--output-dir must not be empty"),
+        ("mnist", ["--batch-size", "100", "--num-workers", "3"], "use --batch-size 99 or 102"),
+        ("transfer_learning", ["--classifier", "keras", "--batch-size", "15", "--num-workers", "2"],
+         "--batch-size 15 must be a multiple of --num-workers 2"),
+        ("pacman_dqn", ["--num-workers", "3"], "use --batch-size 30 or 33"),
+        ("pacman_dqn", ["--epochs", "3"], "unknown option(s) --epochs"),
+    ],
+)
+def test_jobs_refuse_bad_values_before_starting_spark(capsys, monkeypatch, job, argv, message):
+    def accepted(app_name):  # a job that took the bad value would start Spark (and train) here
+        raise AssertionError(f"{job} accepted {argv}")
+
+    monkeypatch.setattr(tfos_lib.job, "spark_session", accepted)
+    module = importlib.import_module(f"jobs.{job}")
+    with pytest.raises(SystemExit) as caught:
+        module.main(argv)
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+# What each job's code reads: stock_gp fits in plain Spark tasks, transfer_learning's KerasEstimator
+# has workers, backend, epochs and batch size only, pacman_dqn's learners train by agent steps.
+JOB_LAUNCHER_FLAGS = {
+    "mnist": LAUNCH_FLAGS + TRAINING_FLAGS,
+    "sentiment": LAUNCH_FLAGS + TRAINING_FLAGS,
+    "recommend": LAUNCH_FLAGS + TRAINING_FLAGS,
+    "pacman_dqn": LAUNCH_FLAGS,
+    "transfer_learning": ["--num-workers", "--backend", "--batch-size", "--epochs"],
+    "stock_gp": [],
+}
+
+
+@pytest.mark.parametrize("job", sorted(JOB_LAUNCHER_FLAGS))
+def test_help_lists_only_the_options_a_job_uses(job):
+    module = importlib.import_module(f"jobs.{job}")
+    flags = {a.option_strings[0] for a in build_parser(module.Config)._actions if a.dest != "help"}
+    assert set(COMMON_FLAGS) <= flags
+    launcher_flags = set(LAUNCH_FLAGS + TRAINING_FLAGS)
+    assert flags & launcher_flags == set(JOB_LAUNCHER_FLAGS[job])
+
+
+# ---------------------------------------------------------------------------------------------
+# The metrics envelope
+
+
+def test_job_run_writes_the_envelope_of_a_training_job(tmp_path, check_metrics_envelope):
+    cfg = DemoConfig(output_dir=str(tmp_path), num_workers=2, batch_size=64)
+    run = JobRun("demo", cfg)
+    metrics = run.write_metrics(data={"source": "generated", "rows": 10}, results={"test_accuracy": 0.5},
+                                book_reference={"test_accuracy": 0.9}, resolved={"learning_rate": 0.01})
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == metrics
+    check_metrics_envelope(saved, "demo", training=True)
+    assert saved["tfos_lib_version"] == tfos_lib.__version__
+    assert (saved["num_workers"], saved["backend"]) == (2, "barrier")
+    assert saved["config"]["batch_size"] == 64 and saved["config"]["learning_rate"] == 0.01
+    assert saved["results"] == {"test_accuracy": 0.5} and saved["data"]["rows"] == 10
+
+
+def test_job_run_of_a_job_without_workers_has_no_worker_keys(tmp_path, check_metrics_envelope):
+    run = JobRun("plain", JobConfig(output_dir=str(tmp_path)))
+    metrics = run.write_metrics(data={"source": "x"}, results={}, book_reference=None)
+    check_metrics_envelope(metrics, "plain", training=False)
+    assert "num_workers" not in metrics and "backend" not in metrics
 
 
 # ---------------------------------------------------------------------------------------------

@@ -66,6 +66,17 @@ def test_metrics_rejects_unknown_types(tmp_path):
         write_metrics(tmp_path, {"x": object()})
 
 
+def test_metrics_are_replaced_atomically(tmp_path):
+    """A failed write leaves the previous metrics.json whole, and no temporary file behind."""
+    write_metrics(tmp_path, {"run": 1})
+    with pytest.raises(TypeError):
+        write_metrics(tmp_path, {"run": 2, "x": object()})
+    assert read_metrics(tmp_path) == {"run": 1}
+    write_metrics(tmp_path, {"run": 3})
+    assert read_metrics(tmp_path) == {"run": 3}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
 def test_import_does_not_touch_pyplot():
     # Fresh interpreter: other tests or plugins may have imported pyplot here.
     code = "import sys, tfos_lib.report; assert 'matplotlib.pyplot' not in sys.modules"

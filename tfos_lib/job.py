@@ -1,8 +1,12 @@
-"""What every job shares: the common options, config parsing, the Spark session, timing.
+"""What every job shares: its options, config parsing, the Spark session, the metrics envelope.
 
-A job's config is a frozen dataclass that extends :class:`JobConfig`; its command
-line is generated from the fields (``num_workers`` -> ``--num-workers``), so every
-job takes the same common options and the help shows each default.
+A job's config is a frozen dataclass. It extends :class:`JobConfig` (the options
+every job has) or, when the job starts TensorFlow workers through
+:func:`launch`, :class:`LaunchConfig` or :class:`TrainingConfig`, so that
+``--help`` lists only options the job uses. The command line is generated from
+the fields (``num_workers`` -> ``--num-workers``) and the help shows each
+default. Each field is declared with :func:`option`, whose bounds and choices
+:meth:`JobConfig.__post_init__` checks for every field of every subclass.
 """
 
 from __future__ import annotations
@@ -10,52 +14,151 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
+import operator
 import os
 import sys
+import time
 import types
 import typing
-from dataclasses import dataclass, field
-from typing import Sequence, TypeVar
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Sequence, TypeVar
 
 from tfos_lib.launcher import BACKENDS
 
 C = TypeVar("C", bound="JobConfig")
 
+# The metadata keys option() writes; a subclass that redeclares a field inherits the ones it does not set.
+_CHECKS = ("min", "max", "greater_than", "less_than", "choices")
 
-@dataclass(frozen=True)
-class JobConfig:
-    """Options every job takes. Jobs subclass this and may override the defaults."""
 
-    data_dir: str | None = field(
-        default=None, metadata={"help": "directory with the real dataset; omitted: the job's offline default data"}
-    )
-    output_dir: str = field(default="output", metadata={"help": "where metrics.json, the model and plots go"})
-    num_workers: int = field(default=1, metadata={"help": "TensorFlow workers (one Spark task slot each)"})
-    backend: str = field(default="barrier", metadata={"help": "how workers are launched", "choices": BACKENDS})
-    epochs: int = field(default=1, metadata={"help": "passes over the training data"})
-    batch_size: int = field(default=32, metadata={"help": "global batch size (summed over workers)"})
-    seed: int = field(default=0, metadata={"help": "random seed for splits, shuffling and initialisation"})
-    max_restarts: int = field(
-        default=0, metadata={"help": "relaunch the workers this many times after a failure, resuming from the checkpoint"}
-    )
-    checkpoint_every_steps: int = field(
-        default=0, metadata={"help": "also checkpoint every N steps (0: at the end of every epoch only)"}
-    )
-    stall_timeout: float = field(
-        default=600.0, metadata={"help": "seconds a worker may go without finishing a training step before the job fails"}
-    )
+def option(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    greater_than: float | None = None,
+    less_than: float | None = None,
+    choices: Sequence | None = None,
+):
+    """A config field: its default, its ``--help`` text and the values it accepts.
 
-    def __post_init__(self):
-        for name, low in (("num_workers", 1), ("epochs", 1), ("batch_size", 1), ("max_restarts", 0),
-                          ("checkpoint_every_steps", 0), ("stall_timeout", 1)):
-            if getattr(self, name) < low:
-                raise ValueError(f"{_flag(name)} must be >= {low}; got {getattr(self, name)}.")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"--backend must be one of {list(BACKENDS)}; got {self.backend!r}.")
+    ``min``/``max`` are inclusive bounds, ``greater_than``/``less_than`` exclusive
+    ones; ``choices`` lists the accepted values. ``None`` (for an optional field)
+    passes every check. Beyond what is declared here, every float must be finite
+    and every string non-empty. A subclass that redeclares a field (to change its
+    default or help) keeps the bounds and choices of the base class unless it
+    gives its own.
+    """
+    checks = {"min": min, "max": max, "greater_than": greater_than, "less_than": less_than,
+              "choices": tuple(choices) if choices is not None else None}
+    metadata = {"help": help, **{key: value for key, value in checks.items() if value is not None}}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def option_spec(config_cls: type, name: str) -> dict:
+    """The merged metadata of field ``name``: the subclass's help and default wins, bounds it omits are inherited."""
+    spec: dict = {}
+    for cls in reversed(config_cls.__mro__):
+        declared = vars(cls).get("__dataclass_fields__", {}).get(name)
+        if declared is None:
+            continue
+        own = dict(declared.metadata)
+        if any(key in own for key in _CHECKS):
+            # A redeclaration with its own checks replaces the inherited ones.
+            spec = {k: v for k, v in spec.items() if k not in _CHECKS}
+        spec.update(own)
+    return spec
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+_BOUNDS = (("min", ">=", operator.ge), ("greater_than", ">", operator.gt),
+           ("max", "<=", operator.le), ("less_than", "<", operator.lt))
+
+
+def check_option(name: str, value: Any, spec: dict) -> None:
+    """Raises ``ValueError`` naming ``--name``, the accepted values and ``value`` when ``value`` is out of ``spec``."""
+    if value is None:
+        return
+    flag = _flag(name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{flag} must be a finite number; got {value}.")
+    if isinstance(value, str) and not value:
+        raise ValueError(f"{flag} must not be empty; got ''.")
+    if "choices" in spec and value not in spec["choices"]:
+        raise ValueError(f"{flag} must be one of {list(spec['choices'])}; got {value!r}.")
+    bounds = [(sign, spec[key]) for key, sign, holds in _BOUNDS if key in spec]
+    if all(holds(value, spec[key]) for key, _, holds in _BOUNDS if key in spec):
+        return
+    if len(bounds) == 2 and {bounds[0][0], bounds[1][0]} in ({">=", "<="}, {">", "<"}):
+        kind = "inclusive" if bounds[0][0] == ">=" else "exclusive"
+        valid = f"between {_number(bounds[0][1])} and {_number(bounds[1][1])} ({kind})"
+    else:
+        valid = " and ".join(f"{sign} {_number(bound)}" for sign, bound in bounds)
+    raise ValueError(f"{flag} must be {valid}; got {_number(value)}.")
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Options every job has. Jobs subclass this (or :class:`LaunchConfig`) and may redeclare a default."""
+
+    data_dir: str | None = option(None, "directory with the real dataset; omitted: the job's offline default data")
+    output_dir: str = option("output", "where metrics.json, the model and plots go")
+    seed: int = option(0, "random seed for splits, shuffling and initialisation")
+
+    def __post_init__(self):
+        # One generic check for every field of every subclass; cross-field rules follow in subclasses.
+        for f in dataclasses.fields(self):
+            check_option(f.name, getattr(self, f.name), option_spec(type(self), f.name))
+
+
+@dataclass(frozen=True)
+class LaunchConfig(JobConfig):
+    """Options of a job whose TensorFlow workers :func:`launch` starts, sharing one global batch."""
+
+    num_workers: int = option(1, "TensorFlow workers (one Spark task slot each)", min=1)
+    backend: str = option("barrier", "how workers are launched", choices=BACKENDS)
+    batch_size: int = option(32, "global batch size (summed over workers)", min=1)
+    max_restarts: int = option(
+        0, "relaunch the workers this many times after a failure, resuming from the checkpoint", min=0
+    )
+    stall_timeout: float = option(
+        600.0, "seconds a worker may go without finishing a training step before the job fails", min=1
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_batch_split(self.batch_size, self.num_workers)
+
+
+def check_batch_split(batch_size: int, num_workers: int) -> None:
+    """Refuses a global batch that the workers cannot share equally (on the driver, before any worker starts)."""
+    if batch_size % num_workers:
+        lower = batch_size // num_workers * num_workers
+        nearest = " or ".join(str(size) for size in (lower, lower + num_workers) if size > 0)
+        raise ValueError(
+            f"--batch-size {batch_size} must be a multiple of --num-workers {num_workers} (every worker takes an "
+            f"equal share of the global batch); use --batch-size {nearest}, or change --num-workers."
+        )
+
+
+@dataclass(frozen=True)
+class TrainingConfig(LaunchConfig):
+    """Options of a job that trains a Keras model for epochs on its workers (``ctx.callbacks`` checkpoints)."""
+
+    epochs: int = option(1, "passes over the training data", min=1)
+    checkpoint_every_steps: int = option(
+        0, "also checkpoint every N steps (0: at the end of every epoch only)", min=0
+    )
 
 
 def _field_type(annotation) -> type:
@@ -74,9 +177,10 @@ def build_parser(config_cls: type[C], description: str | None = None) -> argpars
     )
     for f in dataclasses.fields(config_cls):
         kind = _field_type(f.type)
-        kwargs = {"dest": f.name, "default": f.default, "help": f.metadata.get("help", " ")}
-        if "choices" in f.metadata:
-            kwargs["choices"] = f.metadata["choices"]
+        spec = option_spec(config_cls, f.name)
+        kwargs = {"dest": f.name, "default": f.default, "help": spec.get("help", " ")}
+        if "choices" in spec:
+            kwargs["choices"] = spec["choices"]
         if kind is bool:
             parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
         else:
@@ -111,8 +215,8 @@ def spark_session(app_name: str):
     return builder.getOrCreate()
 
 
-def launch(train_fn, cfg: JobConfig, inputs: dict, spark, extra_args: tuple = ()):
-    """``tfos_lib.run(train_fn, cfg, *extra_args, ...)`` with the common options of ``cfg`` (driver side)."""
+def launch(train_fn, cfg: LaunchConfig, inputs: dict, spark, extra_args: tuple = ()):
+    """``tfos_lib.run(train_fn, cfg, *extra_args, ...)`` with the launcher options of ``cfg`` (driver side)."""
     from tfos_lib.launcher import run
     from tfos_lib.monitor import Timeouts
 
@@ -142,6 +246,57 @@ def setup_logging() -> logging.Logger:
 def config_dict(config) -> dict:
     """The resolved config as plain JSON-ready values, for metrics.json."""
     return dataclasses.asdict(config)
+
+
+class JobRun:
+    """One run of a job on the driver: notes when it started, and writes metrics.json in the common envelope.
+
+    Every job's metrics.json has the same top-level keys: ``job``, ``tfos_lib_version``,
+    ``started_at`` (ISO 8601, UTC), ``wall_seconds``, ``config``, ``data`` (source and
+    sizes), ``book_reference``, ``results`` (the job's own figures) and, for a run that
+    trained on tfos_lib workers, ``num_workers`` and ``backend``.
+
+    Args:
+        job: The job's name (``jobs/<job>.py``).
+        cfg: The job's parsed config.
+        training: Whether the run trains on tfos_lib workers; default: whether ``cfg``
+            has the launcher options (is a :class:`LaunchConfig`).
+    """
+
+    def __init__(self, job: str, cfg: JobConfig, training: bool | None = None):
+        self.job = job
+        self.cfg = cfg
+        self.training = isinstance(cfg, LaunchConfig) if training is None else training
+        self.started_at = datetime.now(timezone.utc)
+        self._started = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self._started
+
+    def write_metrics(self, *, data: dict, results: dict, book_reference: Any, resolved: dict | None = None) -> dict:
+        """Writes ``<output_dir>/metrics.json`` atomically and returns what it wrote.
+
+        ``resolved``: config values the job derived from its options (e.g. a default
+        learning rate that depends on the optimizer), recorded in ``config`` beside them.
+        """
+        from tfos_lib import __version__, report
+
+        metrics = {
+            "job": self.job,
+            "tfos_lib_version": __version__,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "wall_seconds": self.elapsed,
+            "config": config_dict(self.cfg) | (resolved or {}),
+            "data": data,
+            "book_reference": book_reference,
+            "results": results,
+        }
+        if self.training:
+            metrics |= {"num_workers": self.cfg.num_workers, "backend": self.cfg.backend}
+        report.write_metrics(self.cfg.output_dir, metrics)
+        return metrics
 
 
 def run_main(main) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,7 +65,7 @@ def _to_json(value: Any) -> Any:
 
 
 def write_metrics(output_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
-    """Writes ``metrics.json`` (indented, sorted keys) into ``output_dir``.
+    """Writes ``metrics.json`` (indented, sorted keys) into ``output_dir``, atomically.
 
     Args:
         output_dir: Directory to write into; created if missing.
@@ -80,7 +82,17 @@ def write_metrics(output_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / METRICS_FILE
     text = json.dumps(_to_json(metrics), indent=2, sort_keys=True, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
+    # A temporary file in the same directory, then a rename: a reader (or a rerun that
+    # dies half-way) never sees a truncated metrics.json, only the old or the new one.
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=output_dir, prefix=f".{METRICS_FILE}.", suffix=".tmp", delete=False
+    ) as tmp:
+        tmp.write(text + "\n")
+    try:
+        os.replace(tmp.name, path)
+    except BaseException:
+        os.unlink(tmp.name)
+        raise
     return path
 
 

@@ -26,7 +26,7 @@ def _write_mnist(directory, train=40, test=20, gz=True, seed=0):
     return directory
 
 
-def test_smoke_local_backend_on_idx_files(spark, tmp_path):
+def test_smoke_local_backend_on_idx_files(spark, tmp_path, check_metrics_envelope):
     (tmp_path / "data").mkdir()
     data = _write_mnist(tmp_path / "data")
     out = tmp_path / "out"
@@ -35,22 +35,27 @@ def test_smoke_local_backend_on_idx_files(spark, tmp_path):
          "--data-dir", str(data), "--output-dir", str(out)]
     )
     saved = json.loads((out / "metrics.json").read_text())
+    check_metrics_envelope(saved, "mnist", training=True)
     assert saved["data"] == {"source": f"mnist-idx:{data}", "train_rows": 40, "test_rows": 20}
-    assert 0.0 <= saved["test_accuracy"] <= 1.0 and np.isfinite(saved["test_loss"])
-    assert saved["steps_per_worker"] == 5 and saved["examples_per_worker"] == 40
+    results = saved["results"]
+    assert 0.0 <= results["test_accuracy"] <= 1.0 and np.isfinite(results["test_loss"])
+    assert results["steps_per_worker"] == 5 and results["examples_per_worker"] == 40
     assert saved["config"]["optimizer"] == "sgd" and saved["config"]["learning_rate"] == 0.01
     assert metrics["backend"] == "local"
-    assert saved["dataframe_test_accuracy"] == pytest.approx(saved["test_accuracy"], abs=1e-6)
+    assert results["dataframe_test_accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-6)
+    # The held-out curves sit beside the training ones; the last epoch's is the final test score.
+    assert set(results["history"]) == {"loss", "accuracy", "heldout_loss", "heldout_accuracy"}
+    assert results["history"]["heldout_accuracy"][-1] == pytest.approx(results["test_accuracy"], abs=1e-6)
     assert (out / "model" / "saved_model.pb").exists()
-    for png in ("loss_curve.png", "confusion_matrix.png"):
+    for png in ("training_curves.png", "confusion_matrix.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sum(map(sum, saved["confusion_matrix"])) == 20
+    assert sum(map(sum, results["confusion_matrix"])) == 20
 
 
 def test_cnn_reaches_97_percent_on_default_data_with_one_worker(spark, tmp_path):
     metrics = mnist.main(["--output-dir", str(tmp_path)])
     assert metrics["data"]["source"] == "sklearn-digits-upscaled"
-    assert metrics["test_accuracy"] >= 0.97, metrics["test_accuracy"]
+    assert metrics["results"]["test_accuracy"] >= 0.97, metrics["results"]["test_accuracy"]
 
 
 def test_cnn_reaches_97_percent_with_two_workers_on_local_cluster(tmp_path):
@@ -62,8 +67,8 @@ def test_cnn_reaches_97_percent_with_two_workers_on_local_cluster(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-5000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["num_workers"] == 2 and metrics["examples_per_worker"] == 673 * 10
-    assert metrics["test_accuracy"] >= 0.97, metrics["test_accuracy"]
+    assert metrics["num_workers"] == 2 and metrics["results"]["examples_per_worker"] == 673 * 10
+    assert metrics["results"]["test_accuracy"] >= 0.97, metrics["results"]["test_accuracy"]
 
 
 def test_missing_file_names_it(spark, tmp_path):

@@ -203,13 +203,14 @@ def _submit(master: str, output: str, *options: str) -> subprocess.CompletedProc
     )
 
 
-def test_two_actors_two_learners_on_local_cluster_then_resume(tmp_path):
+def test_two_actors_two_learners_on_local_cluster_then_resume(tmp_path, check_metrics_envelope):
     """2 learners (data-parallel) and 2 actors, each in its own executor; then a rerun continues."""
     out = str(tmp_path / "out")
     run = _submit("local-cluster[4,1,1024]", out, "--num-workers", "2", "--num-actors", "2", "--env-steps", "900")
     assert run.returncode == 0, run.stderr[-6000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    training = metrics["training"]
+    check_metrics_envelope(metrics, "pacman_dqn", training=True)
+    training = metrics["results"]["training"]
     assert training["learners"] == 2 and training["actors"] == 2 and training["env_steps"] >= 900
     assert training["updates"] == int((training["env_steps"] - 200) * 0.1)
     manifests = [json.loads(p.read_text()) for p in sorted((tmp_path / "out" / "experience").glob("round-*.json"))]
@@ -227,7 +228,7 @@ def test_two_actors_two_learners_on_local_cluster_then_resume(tmp_path):
     for name in names:
         np.testing.assert_array_equal(chief.get_tensor(name), other.get_tensor(name))
     for name in ("random", "agent"):
-        assert metrics["evaluation"][name]["episodes"] == 4
+        assert metrics["results"]["evaluation"][name]["episodes"] == 4
     for artefact in ("rewards.png", "episode.gif", "episodes.csv", "q_network.keras"):
         assert (tmp_path / "out" / artefact).stat().st_size > 0, artefact
 
@@ -235,7 +236,7 @@ def test_two_actors_two_learners_on_local_cluster_then_resume(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-6000:]
     log = rerun.stdout + rerun.stderr  # spark-submit relays the Python driver's stderr on its stdout
     assert "resuming after round 3 (900 env steps)" in log and "learner resumed from" in log
-    resumed = json.loads((tmp_path / "out" / "metrics.json").read_text())["training"]
+    resumed = json.loads((tmp_path / "out" / "metrics.json").read_text())["results"]["training"]
     assert resumed["env_steps"] >= 1500 and resumed["updates"] == int((resumed["env_steps"] - 200) * 0.1)
     assert resumed["rounds"] > training["rounds"]
 

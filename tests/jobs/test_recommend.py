@@ -158,7 +158,7 @@ def test_ranking_alone_trains_in_a_barrier_worker(spark, tmp_path):
 # The job.
 
 
-def test_job_end_to_end_on_small_generated_data_with_bad_rows(spark, tmp_path):
+def test_job_end_to_end_on_small_generated_data_with_bad_rows(spark, tmp_path, check_metrics_envelope):
     data = retailrocket.write_events(
         tmp_path / "events.csv", retailrocket.generate(retailrocket.RetailrocketShape.scaled(4000), seed=0), bad_rows=1
     )
@@ -166,20 +166,22 @@ def test_job_end_to_end_on_small_generated_data_with_bad_rows(spark, tmp_path):
     metrics = job.main(["--backend", "local", "--events-csv", str(data), "--output-dir", str(out), "--epochs", "1",
                         "--batch-size", "256", "--eval-visitors", "0", "--als-iterations", "3"])
     saved = json.loads((out / "metrics.json").read_text())
+    check_metrics_envelope(saved, "recommend", training=True)
+    results = saved["results"]
     assert saved["data"]["bad_rows"] == {reason: 1 for reason in retailrocket.BAD_ROW_REASONS}
     assert saved["data"]["events"] == 4000 and saved["data"]["dropped_rows"] == len(retailrocket.BAD_ROW_REASONS)
-    assert set(saved["ranking"]) == {"mf", "nn", "als", "popularity"}
-    for name, values in saved["ranking"].items():
+    assert set(results["ranking"]) == {"mf", "nn", "als", "popularity"}
+    for name, values in results["ranking"].items():
         assert values["visitors"] == saved["data"]["evaluated_visitors"] > 0
         for key in ("precision", "recall", "ndcg", "hit_rate"):
             assert 0.0 <= values[key] <= 1.0, (name, key)
-    assert saved["ranking"]["popularity"]["hit_rate"] > 0  # popular items do come back on this data
-    book = saved["book_mse"]
+    assert results["ranking"]["popularity"]["hit_rate"] > 0  # popular items do come back on this data
+    book = results["book_mse"]
     assert set(book["models"]) == {"mf", "nn"} and book["constant_mean_mse"] <= book["constant_one_mse"]
     assert book["models"]["mf"]["parameters"] == 5 * (saved["data"]["visitors"] + saved["data"]["items"])
-    assert saved["embedding_gradient_type"] == "IndexedSlices"
-    assert set(saved["timings"]["phases"]) >= {"read", "preprocess", "train", "train_als", "evaluate", "recommend_all"}
-    assert saved["timings"]["driver_peak_memory"]["python_peak_mb"] > 0
+    assert results["embedding_gradient_type"] == "IndexedSlices"
+    assert set(results["timings"]["phases"]) >= {"read", "preprocess", "train", "train_als", "evaluate", "recommend_all"}
+    assert results["timings"]["driver_peak_memory"]["python_peak_mb"] > 0
     for png in ("comparison.png", "training_curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     every = spark.read.parquet(str(out / "recommendations" / "all_visitors"))

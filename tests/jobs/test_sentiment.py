@@ -118,13 +118,14 @@ def test_distinct_sentence_split_has_no_overlap_random_split_leaks(spark, tmp_pa
     assert all(i >= 1 for i in vocabulary.index.values())
 
 
-def test_two_workers_train_export_and_write_the_page(sentiment_run):
+def test_two_workers_train_export_and_write_the_page(sentiment_run, check_metrics_envelope):
     """The whole job on a generated file: 2 barrier workers on local[2], both splits."""
     out, metrics, rows = sentiment_run
     epochs = 6
     saved = json.loads((out / "metrics.json").read_text())
+    check_metrics_envelope(saved, "sentiment", training=True)
     assert saved["num_workers"] == 2 and saved["data"]["rows"] == rows
-    honest, leaky = saved["evaluation"]["distinct_sentence"], saved["evaluation"]["random_row"]
+    honest, leaky = saved["results"]["evaluation"]["distinct_sentence"], saved["results"]["evaluation"]["random_row"]
     assert honest["test_sentences_seen_in_training"] == 0 < leaky["test_sentences_seen_in_training"]
     for split in (honest, leaky):
         assert 0.0 <= split["test_accuracy"] <= 1.0 and split["test_rows"] + split["train_rows"] == rows
@@ -133,9 +134,9 @@ def test_two_workers_train_export_and_write_the_page(sentiment_run):
         # Two workers: each holds train_rows // 2 rows and feeds 16 of the global 32 per step.
         assert split["steps_per_worker"] == epochs * -(-(split["train_rows"] // 2) // 16)
         assert split["test_accuracy"] == split["history"]["heldout_accuracy"][-1]
-    assert metrics["test_accuracy"] == honest["test_accuracy"]
-    assert set(saved["probes"]) == set(sentiment.BOOK_PROBES)
-    assert all(0.0 < p["distinct_sentence_model"] < 1.0 for p in saved["probes"].values())
+    assert metrics["results"]["test_accuracy"] == honest["test_accuracy"]
+    assert set(saved["results"]["probes"]) == set(sentiment.BOOK_PROBES)
+    assert all(0.0 < p["distinct_sentence_model"] < 1.0 for p in saved["results"]["probes"].values())
     assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "model" / "saved_model.pb").exists()
     assert not (out / "random_row_split" / "model").exists()  # only the honest model is exported

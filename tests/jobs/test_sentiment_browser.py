@@ -147,7 +147,7 @@ def test_page_scores_equal_python_as_you_type(exported, page_url, browser):
     status = _open(browser, page_url)
     assert "TensorFlow.js 4.22.0" in status and "cpu backend" in status
 
-    max_len = metrics["evaluation"]["distinct_sentence"]["max_len"]
+    max_len = metrics["results"]["evaluation"]["distinct_sentence"]["max_len"]
     vocabulary = text.Vocabulary.from_csv((out / "web" / "token_index.csv").read_text())
     known = [t for t in vocabulary.tokens if t.isalpha()][:6]
     long_review = " ".join(known[i % len(known)] for i in range(3 * max_len))  # 3x the padding length
@@ -188,7 +188,7 @@ def test_page_scores_equal_python_as_you_type(exported, page_url, browser):
     assert np.ptp(page) > 0.05, page
     # The chief scored the book's probes through Spark's encoding; the page agrees.
     for probe, score in zip(sentiment.BOOK_PROBES, page):
-        assert abs(metrics["probes"][probe]["distinct_sentence_model"] - score) <= 1e-4, probe
+        assert abs(metrics["results"]["probes"][probe]["distinct_sentence_model"] - score) <= 1e-4, probe
 
 
 def test_page_from_a_file_url_says_how_to_serve_it(exported, browser):

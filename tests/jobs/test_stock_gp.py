@@ -49,7 +49,8 @@ def _run(data, out, *options):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--num-workers", "2"], "does not use --num-workers"),
+        (["--num-workers", "2"], "unknown option(s) --num-workers"),
+        (["--task-timeout", "0"], "--task-timeout must be > 0; got 0."),
         (["--windows", "2017,2017"], "lists a window twice"),
         (["--windows", "2008", "--train-start", "2008"], "no later than --train-start"),
         (["--kernel", "linear"], "invalid choice"),
@@ -166,15 +167,18 @@ def test_book_preprocessing_on_the_real_files(spark):
 
 
 
-def test_smoke_default_data_and_a_window_without_ground_truth(spark, tmp_path):
+def test_smoke_default_data_and_a_window_without_ground_truth(spark, tmp_path, check_metrics_envelope):
     """No --data-dir: the synthetic files, which end 2018-09-28 like the book's; 2018Q4 cannot be scored."""
     out = tmp_path / "out"
     metrics = stock_gp.main(["--output-dir", str(out), "--train-start", "2017", "--windows", "2018Q4", "--max-iter", "30"])
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["data"]["source"] == "synthetic (seed 0)" and saved["failed"] == [] and saved["table"] == []
-    assert sorted(saved["results"]) == sorted(stocks.DEFAULT_TICKERS)
+    check_metrics_envelope(saved, "stock_gp", training=False)
+    results = saved["results"]
+    assert saved["data"]["source"] == "synthetic (seed 0)" and results["failed"] == [] and results["table"] == []
+    assert saved["data"]["tickers"] == 3 and saved["data"]["training_points"] == 3 * (251 + 188)
+    assert sorted(results["forecasts"]) == sorted(stocks.DEFAULT_TICKERS)
     assert sorted(os.listdir(out / "default_data")) == sorted(f"{t}.csv" for t in stocks.DEFAULT_TICKERS)
-    for ticker, windows in saved["results"].items():
+    for ticker, windows in results["forecasts"].items():
         q4 = windows["2018Q4"]
         assert q4["status"] == "ok" and q4["ground_truth"] is False and "gp" not in q4
         assert f"{ticker}.csv ends 2018-09-28" in q4["note"] and "2018Q3" in q4["note"]
@@ -184,7 +188,7 @@ def test_smoke_default_data_and_a_window_without_ground_truth(spark, tmp_path):
     predictions = pd.read_csv(out / "predictions.csv")
     assert len(predictions) == 3 * 63 and predictions.actual.isna().all()
     assert (predictions.lower_95 < predictions["mean"]).all() and (predictions["mean"] < predictions.upper_95).all()
-    assert metrics["fits"]["count"] == 3
+    assert metrics["results"]["fits"]["count"] == 3
 
 
 def _seasonal_csv(path, years=range(2014, 2019), end="2018-09-28"):
@@ -206,9 +210,9 @@ def test_a_repeating_yearly_pattern_is_learned(spark, tmp_path):
     """
     _seasonal_csv(tmp_path / "WAVE.csv")
     metrics = _run(tmp_path, tmp_path / "out", "--train-start", "2015", "--windows", "2017")
-    (row,) = metrics["table"]
+    (row,) = metrics["results"]["table"]
     assert (row["ticker"], row["window"], row["days"]) == ("WAVE", "2017", 251)
-    entry = metrics["results"]["WAVE"]["2017"]
+    entry = metrics["results"]["forecasts"]["WAVE"]["2017"]
     assert 0 <= entry["gp"]["coverage_95"] <= 1 and np.isfinite(entry["gp"]["nlpd"])
     assert row["gp_rmse"] < 0.3 * row["last_value_rmse"], row
     assert row["year_average_rmse"] < 0.3 * row["last_value_rmse"], row  # the same pattern, as a baseline
@@ -224,7 +228,7 @@ def test_fits_spread_over_two_executors_on_local_cluster(tmp_path):
         capture_output=True, text=True, timeout=900,
     )
     assert run.returncode == 0, run.stderr[-5000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["fits"]["count"] == 3 and metrics["failed"] == []
-    assert len(metrics["fits"]["executors"]) == 2, metrics["fits"]  # 3 fits, 2 single-core executors
-    assert [(r["window"], r["days"]) for r in metrics["table"]] == [("2018Q3", 62)] * 3  # day 188 is past the data
+    results = json.loads((out / "metrics.json").read_text())["results"]
+    assert results["fits"]["count"] == 3 and results["failed"] == []
+    assert len(results["fits"]["executors"]) == 2, results["fits"]  # 3 fits, 2 single-core executors
+    assert [(r["window"], r["days"]) for r in results["table"]] == [("2018Q3", 62)] * 3  # day 188 is past the data

@@ -118,23 +118,24 @@ def test_featurizer_refuses_downloads_and_missing_weights(spark, tmp_path):
         DeepImageFeaturizer().transform(spark.createDataFrame([("x",)], "content string"))
 
 
-def test_job_on_default_synthetic_images(spark, tmp_path):
+def test_job_on_default_synthetic_images(spark, tmp_path, check_metrics_envelope):
     metrics = transfer_learning.main(["--output-dir", str(tmp_path), "--default-images", "12", *SMALL_BACKBONE])
     saved = json.loads((tmp_path / "metrics.json").read_text())
+    check_metrics_envelope(saved, "transfer_learning", training=False)
     assert saved["data"]["source"] == "synthetic-buses-and-cars" and saved["data"]["skipped_files"] == 0
-    counts = saved["data"]["per_class"]
+    counts, results = saved["data"]["per_class"], saved["results"]
     assert sum(c["train"] + c["test"] for c in counts.values()) == 24
-    assert saved["test_images"] == sum(c["test"] for c in counts.values())
-    assert saved["backbone"]["pretrained"] is False and "randomly initialised" in saved["weights_note"]
+    assert results["test_images"] == sum(c["test"] for c in counts.values())
+    assert results["backbone"]["pretrained"] is False and "randomly initialised" in results["weights_note"]
     # The synthetic buses and cars differ in shape and size; even random features separate them.
-    assert metrics["accuracy"] >= 0.8, saved["crosstab"]
-    assert sum(v for row in saved["crosstab"].values() for v in row.values()) == saved["test_images"]
+    assert metrics["results"]["test_accuracy"] >= 0.8, results["crosstab"]
+    assert sum(v for row in results["crosstab"].values() for v in row.values()) == results["test_images"]
     assert (tmp_path / "pipeline_model" / "stages").is_dir()
     for png in ("test_predictions.png", "confusion_matrix.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_job_skips_and_counts_bad_files_with_the_keras_classifier(spark, tmp_path):
+def test_job_skips_and_counts_bad_files_with_the_keras_classifier(spark, tmp_path, check_metrics_envelope):
     data = tmp_path / "data"
     image_folders.write_synthetic_image_folders(str(data), per_class=8)
     _add_bad_files(data)
@@ -155,11 +156,13 @@ def test_job_skips_and_counts_bad_files_with_the_keras_classifier(spark, tmp_pat
             "8",
         ]
     )
+    check_metrics_envelope(metrics, "transfer_learning", training=True)
+    assert metrics["backend"] == "local"
     skipped = {os.path.basename(s["path"]): s["error"] for s in metrics["data"]["skipped"]}
     assert metrics["data"]["skipped_files"] == 4
     assert set(skipped) == {"truncated.jpg", "readme.txt", "empty.jpg", "stray.jpg"}
     assert sum(c["train"] + c["test"] for c in metrics["data"]["per_class"].values()) == 16
-    assert metrics["classifier"] == "keras" and 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["results"]["classifier"] == "keras" and 0.0 <= metrics["results"]["test_accuracy"] <= 1.0
     assert (tmp_path / "out" / "keras_classifier" / "model" / "saved_model.pb").exists()
 
 
@@ -179,4 +182,4 @@ def test_job_on_the_books_photos(spark, tmp_path):
     # per-class split with seeds 123 and 122 is deterministic (one sorted partition).
     assert metrics["data"]["skipped_files"] == 0
     assert metrics["data"]["per_class"] == {"buses": {"train": 26, "test": 22}, "cars": {"train": 30, "test": 11}}
-    assert metrics["test_images"] == 33 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["results"]["test_images"] == 33 and 0.0 <= metrics["results"]["test_accuracy"] <= 1.0
