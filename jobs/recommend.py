@@ -50,7 +50,6 @@ recommendations/all_visitors/ (Parquet top-k of every visitor, ``--recommend-all
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import numpy as np
