@@ -49,10 +49,10 @@ BOOK_REFERENCE = {
 }
 
 
-# LaunchConfig: the learners start through job.launch (workers, backend, restarts, stall timeout, a global
-# batch); there are no epochs, training is measured in agent steps.
 @dataclass(frozen=True)
-class Config(dqn.DQNConfig, job.LaunchConfig):
+class Config(dqn.DQNConfig):
+    # No dataset to read: the game's ROM ships inside the ale-py wheel.
+    data_dir: str | None = job.option(None, "not used: the ROM ships in the ale-py wheel", command_line=False)
     output_dir: str = job.option("output/pacman_dqn", "where results go")
 
 

@@ -42,6 +42,7 @@ def option(
     greater_than: float | None = None,
     less_than: float | None = None,
     choices: Sequence | None = None,
+    command_line: bool = True,
 ):
     """A config field: its default, its ``--help`` text and the values it accepts.
 
@@ -50,11 +51,13 @@ def option(
     passes every check. Beyond what is declared here, every float must be finite
     and every string non-empty. A subclass that redeclares a field (to change its
     default or help) keeps the bounds and choices of the base class unless it
-    gives its own.
+    gives its own. ``command_line=False`` keeps an inherited field off the command
+    line of a job that has no use for it (its default stays).
     """
     checks = {"min": min, "max": max, "greater_than": greater_than, "less_than": less_than,
               "choices": tuple(choices) if choices is not None else None}
-    metadata = {"help": help, **{key: value for key, value in checks.items() if value is not None}}
+    metadata = {"help": help, "command_line": command_line,
+                **{key: value for key, value in checks.items() if value is not None}}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -170,12 +173,17 @@ def _field_type(annotation) -> type:
     return annotation
 
 
+def command_line_fields(config_cls: type) -> list[dataclasses.Field]:
+    """The fields of ``config_cls`` that are options of its command line."""
+    return [f for f in dataclasses.fields(config_cls) if option_spec(config_cls, f.name).get("command_line", True)]
+
+
 def build_parser(config_cls: type[C], description: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one option per field of ``config_cls``."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False
     )
-    for f in dataclasses.fields(config_cls):
+    for f in command_line_fields(config_cls):
         kind = _field_type(f.type)
         spec = option_spec(config_cls, f.name)
         kwargs = {"dest": f.name, "default": f.default, "help": spec.get("help", " ")}
@@ -196,7 +204,7 @@ def parse_config(config_cls: type[C], argv: Sequence[str] | None = None, descrip
     parser = build_parser(config_cls, description)
     args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
     if unknown:
-        valid = ", ".join(_flag(f.name) for f in dataclasses.fields(config_cls))
+        valid = ", ".join(_flag(f.name) for f in command_line_fields(config_cls))
         parser.error(f"unknown option(s) {' '.join(unknown)}. Valid options: {valid}.")
     try:
         return config_cls(**vars(args))
