@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+import tfos_lib
 from tfos_lib import parallel
 
 
@@ -71,10 +72,10 @@ def test_a_failing_key_is_reported_with_its_traceback_and_the_others_finish(spar
     assert rows["dead"].status == "failed" and "exit code 3" in rows["dead"].error
 
     assert set(parallel.failures(results)) == {"bad", "dead"}
-    with pytest.raises(parallel.TaskFailures, match=r"2 of 4 task\(s\) failed: 'bad', 'dead'") as caught:
+    with pytest.raises(tfos_lib.TaskFailures, match=r"2 of 4 task\(s\) failed: 'bad', 'dead'") as caught:
         parallel.raise_for_failures(results)
     assert "ValueError: bad input for bad" in str(caught.value) and "good" not in caught.value.failures
-    with pytest.raises(parallel.TaskFailures) as caught:
+    with pytest.raises(tfos_lib.TaskFailures) as caught:
         parallel.run_tasks(sometimes_fails, {"x": "raise", "y": "fine"}, result_schema="value double",
                            spark=spark, raise_on_failure=True)
     assert set(caught.value.failures) == {"x"}
@@ -165,7 +166,7 @@ def test_the_child_process_finds_modules_on_relative_sys_path_entries(tmp_path, 
     import importlib
     import sys
 
-    from tfos_lib import child
+    from tfos_lib import process
 
     (tmp_path / "shipped").mkdir()
     (tmp_path / "shipped" / "shipped_module.py").write_text("def answer():\n    return 42\n")
@@ -174,5 +175,5 @@ def test_the_child_process_finds_modules_on_relative_sys_path_entries(tmp_path, 
     monkeypatch.syspath_prepend("shipped")  # relative, like "./tfos_lib.zip" on an executor
     monkeypatch.delitem(sys.modules, "shipped_module", raising=False)
     module = importlib.import_module("shipped_module")
-    assert child.call_in_child(module.answer, workdir=str(tmp_path / "work")) == 42
+    assert process.call_in_process(module.answer, workdir=str(tmp_path / "work")) == 42
     monkeypatch.delitem(sys.modules, "shipped_module")

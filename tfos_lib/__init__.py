@@ -15,7 +15,9 @@ The one entry point is :func:`run`::
     result = tfos_lib.run(train_fn, config, num_workers=2, inputs={"train": df})
 
 Importing tfos_lib sets ``TF_USE_LEGACY_KERAS=1`` in this process (before anything
-imports TensorFlow) and imports neither TensorFlow nor Spark.
+imports TensorFlow) and imports neither TensorFlow nor Spark. The errors users
+catch (:class:`WorkerError`, :class:`LauncherTimeout`, :class:`TaskFailures`) live
+in :mod:`tfos_lib.errors` and are re-exported here.
 """
 
 from tfos_lib.tfenv import apply_tf_env as _apply_tf_env
@@ -23,10 +25,21 @@ from tfos_lib.tfenv import apply_tf_env as _apply_tf_env
 _apply_tf_env()
 
 from tfos_lib.context import WorkerContext  # noqa: E402
+from tfos_lib.errors import LauncherTimeout, TaskFailures, WorkerError  # noqa: E402
 from tfos_lib.feed import Input  # noqa: E402
-from tfos_lib.launcher import BACKENDS, WorkerError, run  # noqa: E402
-from tfos_lib.monitor import LauncherTimeout, Timeouts  # noqa: E402
+from tfos_lib.launcher import BACKENDS, run  # noqa: E402
+from tfos_lib.monitor import Timeouts  # noqa: E402
 from tfos_lib.tfenv import import_tensorflow  # noqa: E402
 
-__all__ = ["BACKENDS", "Input", "LauncherTimeout", "Timeouts", "WorkerContext", "WorkerError", "import_tensorflow", "run"]
+__all__ = [
+    "BACKENDS",
+    "Input",
+    "LauncherTimeout",
+    "TaskFailures",
+    "Timeouts",
+    "WorkerContext",
+    "WorkerError",
+    "import_tensorflow",
+    "run",
+]
 __version__ = "0.1.0"

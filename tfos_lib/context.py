@@ -1,12 +1,18 @@
-"""The object every ``train_fn`` receives: who am I, where do I write, what is my data."""
+"""The object every ``train_fn`` receives (who am I, where do I write, what is my data), and how a worker calls it.
+
+Every backend describes a worker with a :class:`WorkerSpec` and calls
+:func:`run_worker` with it: in this process (``local``, ``tfos``) or in a child
+process (``barrier``, through :mod:`tfos_lib.process`).
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from dataclasses import dataclass, field
 
-from tfos_lib.feed import ShardData
+from tfos_lib.feed import InputPlan, ShardData
 from tfos_lib.monitor import Reporter
 
 
@@ -55,11 +61,9 @@ class WorkerContext:
 
     def tf(self):
         """The TensorFlow module (imported with legacy Keras, thread pools sized to :attr:`num_cpus`)."""
-        from tfos_lib.tfenv import configure_threads, import_tensorflow
+        from tfos_lib.tfenv import import_tensorflow
 
-        tf = import_tensorflow()
-        configure_threads(tf, self.num_cpus)
-        return tf
+        return import_tensorflow(self.num_cpus)
 
     def callbacks(self, global_batch_size: int, checkpoint_every_steps: int | None = None, tensorboard: bool = True):
         """Keras callbacks for ``model.fit``: checkpoint/resume, live progress, TensorBoard.
@@ -106,3 +110,60 @@ class WorkerContext:
     def log(self, message: str) -> None:
         """Prints one line tagged with this worker's rank (reaches the executor log)."""
         print(f"[tfos_lib rank {self.rank}/{self.num_workers}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker needs to build its :class:`WorkerContext` and call ``train_fn`` (picklable)."""
+
+    rank: int
+    num_workers: int
+    output_dir: str
+    backend: str
+    num_cpus: int
+    tf_config: str | None
+    #: input name -> (its plan, this worker's Arrow file or None when it got no rows).
+    inputs: dict[str, tuple[InputPlan, str | None]]
+    payload: bytes  # cloudpickle of (train_fn, args), from tfos_lib.process.pickle_with_code
+    monitor_address: str | None = None
+    attempt: int = 0
+    #: GPU addresses Spark assigned to this task (``TaskContext.resources()["gpu"]``);
+    #: None when the task has no GPU resource (TensorFlow then sees what the host has).
+    gpus: tuple[str, ...] | None = None
+
+
+def run_worker(spec: WorkerSpec):
+    """Calls ``train_fn(ctx, *args)`` in this process and returns its value. Runs on the worker.
+
+    ``TF_CONFIG`` must be in the environment before the strategy is created, so it is
+    set here (or removed: a one-worker run must not inherit a stale cluster).
+    """
+    import cloudpickle
+
+    from tfos_lib.tfenv import apply_tf_env
+
+    apply_tf_env()
+    if spec.tf_config:
+        os.environ["TF_CONFIG"] = spec.tf_config
+    else:
+        os.environ.pop("TF_CONFIG", None)
+    train_fn, args = cloudpickle.loads(spec.payload)
+    reporter = Reporter(spec.monitor_address, spec.rank)
+    reporter.send("started", host=socket.gethostname(), attempt=spec.attempt)
+    ctx = WorkerContext(
+        rank=spec.rank,
+        num_workers=spec.num_workers,
+        output_dir=spec.output_dir,
+        backend=spec.backend,
+        num_cpus=spec.num_cpus,
+        inputs={name: ShardData(plan, path, spec.num_workers) for name, (plan, path) in spec.inputs.items()},
+        attempt=spec.attempt,
+        gpus=spec.gpus,
+        reporter=reporter,
+    )
+    try:
+        value = train_fn(ctx, *args)
+        reporter.send("done")
+        return value
+    finally:
+        reporter.close()

@@ -313,8 +313,7 @@ def run_main(main) -> None:
     Bad input and worker failures print one ``error:`` paragraph and exit 1;
     anything else keeps its full traceback.
     """
-    from tfos_lib.launcher import WorkerError
-    from tfos_lib.monitor import LauncherTimeout
+    from tfos_lib.errors import LauncherTimeout, WorkerError
 
     code = 0
     try:

@@ -14,7 +14,7 @@ event:
 The driver checks the deadlines in :class:`Timeouts`: every worker must report
 ``started`` within ``rendezvous`` seconds of the stage's start, and a worker in
 ``fit`` must heartbeat within ``stall`` seconds. When one is missed, the launcher
-cancels the Spark job and raises :class:`LauncherTimeout` naming the worker and
+cancels the Spark job and raises :class:`~tfos_lib.errors.LauncherTimeout` naming the worker and
 what it was doing.
 """
 
@@ -27,6 +27,8 @@ import socketserver
 import threading
 import time
 from dataclasses import dataclass
+
+from tfos_lib.errors import LauncherTimeout
 
 log = logging.getLogger("tfos_lib")
 
@@ -48,10 +50,6 @@ class Timeouts:
     rendezvous: float = 300.0
     stall: float = 600.0
     shutdown: float = 120.0
-
-
-class LauncherTimeout(TimeoutError):
-    """A bounded wait of the launcher ran out; the message names the worker and what it was doing."""
 
 
 class Monitor:

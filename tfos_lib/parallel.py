@@ -9,12 +9,12 @@ TensorFlowOnSpark's ``TFParallel.run`` was meant for, done right:
   scheduler spreads over every free executor slot, whatever
   ``spark.default.parallelism`` or ``spark.sql.shuffle.partitions`` say (TFParallel
   ran one copy of the function per *executor* and left the splitting to you);
-* **each task in a fresh Python process** (:mod:`tfos_lib.child`): clean
+* **each task in a fresh Python process** (:mod:`tfos_lib.process`): clean
   TensorFlow state, thread pools sized to the task's CPUs (``spark.task.cpus``), and
   a crash or a hang (``timeout``) contained to its key;
 * **failures are results**: a task that raises becomes a row with
   ``status = "failed"`` and its traceback; the other keys finish. The caller
-  decides: :func:`raise_for_failures` raises one :class:`TaskFailures` naming every
+  decides: :func:`raise_for_failures` raises one :class:`~tfos_lib.errors.TaskFailures` naming every
   failed key (or pass ``raise_on_failure=True``);
 * **results are a DataFrame**: one row per key (the key columns, ``status``,
   the result columns, ``error``, ``executor``, ``seconds``), built on the driver
@@ -46,12 +46,14 @@ import logging
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from tfos_lib.errors import ProcessFailed, TaskFailures
+from tfos_lib.process import call_in_process, pickle_with_code
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -88,22 +90,6 @@ class Task:
     num_tasks: int
     output_dir: str
     num_cpus: int
-
-
-class TaskFailures(RuntimeError):
-    """Some tasks failed. Raised on the driver by :func:`raise_for_failures`.
-
-    Attributes:
-        failures: key -> that task's traceback (or how its process ended).
-        results: the full result DataFrame, successes included.
-    """
-
-    def __init__(self, failures: dict, num_tasks: int, results: DataFrame | None = None):
-        self.failures = dict(failures)
-        self.results = results
-        keys = ", ".join(repr(k) for k in self.failures)
-        details = "\n".join(f"--- task {key!r} ---\n{error.rstrip()}" for key, error in self.failures.items())
-        super().__init__(f"{len(self.failures)} of {num_tasks} task(s) failed: {keys}.\n{details}")
 
 
 def run_tasks(
@@ -155,7 +141,6 @@ def run_tasks(
         TypeError: ``tasks`` is neither a dict nor a DataFrame.
         TaskFailures: with ``raise_on_failure=True``, naming every failed key.
     """
-    import cloudpickle
     from pyspark.sql import DataFrame, SparkSession
 
     if spark is None:
@@ -163,8 +148,7 @@ def run_tasks(
     output_dir = os.path.abspath(output_dir or tempfile.mkdtemp(prefix="tfos-tasks-"))
     os.makedirs(output_dir, exist_ok=True)
     schema = _parse_schema(spark, result_schema)
-    _register_by_value(fn)
-    call = spark.sparkContext.broadcast(cloudpickle.dumps((fn, args)))
+    call = spark.sparkContext.broadcast(pickle_with_code((fn, args), fn))
     common = {"call": call, "output_dir": output_dir, "result_schema": schema, "timeout": timeout}
     try:
         if isinstance(tasks, DataFrame):
@@ -172,7 +156,7 @@ def run_tasks(
             rows = _run_dataframe_tasks(spark, tasks, key_names, keys, common)
         elif isinstance(tasks, Mapping):
             key_names, keys, key_fields = _dict_keys(tasks, key)
-            rows = _run_dict_tasks(spark, [tasks[k] for k in keys], keys, common)
+            rows = _run_dict_tasks(spark, [pickle_with_code(tasks[k], fn) for k in keys], keys, common)
         else:
             raise TypeError(f"tasks must be a dict {{key: payload}} or a Spark DataFrame; got {type(tasks).__name__}.")
     finally:
@@ -209,7 +193,7 @@ def task_results(results: DataFrame) -> dict:
     Raises:
         ValueError: the run had a ``result_schema`` (read the columns instead).
     """
-    import pickle
+    import cloudpickle
 
     if "result" not in results.columns:
         raise ValueError("these results have typed columns (result_schema was given); select them directly.")
@@ -217,7 +201,7 @@ def task_results(results: DataFrame) -> dict:
     values = {}
     for row in results.where(results.status == OK).select(*key_names, "result").collect():
         k = tuple(row[name] for name in key_names)
-        values[k[0] if len(k) == 1 else k] = pickle.loads(row["result"])
+        values[k[0] if len(k) == 1 else k] = cloudpickle.loads(row["result"])
     return values
 
 
@@ -246,15 +230,6 @@ def _parse_schema(spark, result_schema) -> StructType | None:
         if clash:
             raise ValueError(f"result_schema uses reserved column name(s) {sorted(clash)}; rename them.")
     return schema
-
-
-def _register_by_value(fn: Callable) -> None:
-    """Ships ``fn``'s module by value, so executors need not import the caller's module (a job file)."""
-    import cloudpickle
-
-    module = sys.modules.get(getattr(fn, "__module__", None) or "")
-    if module is not None and module.__name__ != "__main__" and not module.__name__.startswith("tfos_lib"):
-        cloudpickle.register_pickle_by_value(module)
 
 
 def _dict_keys(tasks: Mapping, key) -> tuple[list[str], list, list]:
@@ -316,11 +291,9 @@ def _dataframe_keys(df: DataFrame, key) -> tuple[list[str], list, list]:
     return names, keys, fields
 
 
-def _run_dict_tasks(spark, payloads: list, keys: list, common: dict) -> list[tuple]:
-    import cloudpickle
-
+def _run_dict_tasks(spark, payloads: list[bytes], keys: list, common: dict) -> list[tuple]:
     n = len(keys)
-    items = [(i, keys[i], cloudpickle.dumps(p)) for i, p in enumerate(payloads)]
+    items = [(i, keys[i], payload) for i, payload in enumerate(payloads)]
     # parallelize() with n slices of n items puts exactly one task in each partition.
     rdd = spark.sparkContext.parallelize(items, n)
 
@@ -386,8 +359,7 @@ def _results_frame(spark, names, key_fields, keys, rows, schema) -> tuple[DataFr
 
     Returns the DataFrame and key -> error of the failed tasks.
     """
-    import pickle
-
+    import cloudpickle
     import pyarrow as pa
     from pyspark.sql.pandas.types import to_arrow_schema
     from pyspark.sql.types import (
@@ -419,7 +391,7 @@ def _results_frame(spark, names, key_fields, keys, rows, schema) -> tuple[DataFr
         if schema is None:
             record["result"] = value if status == OK else None
         else:
-            record.update(pickle.loads(value) if status == OK else {})
+            record.update(cloudpickle.loads(value) if status == OK else {})
         records.append(record)
     table = pa.Table.from_pylist(records, schema=to_arrow_schema(spark_schema))
     return spark.createDataFrame(table, spark_schema), failed
@@ -469,7 +441,7 @@ def _run_one(index: int, key, num_tasks: int, payload: tuple[str, Any], *, call,
     import cloudpickle
     from pyspark import TaskContext
 
-    from tfos_lib.child import ChildFailed, call_in_child
+    from tfos_lib.tfenv import task_env
 
     context = TaskContext.get()
     num_cpus = context.cpus() if context is not None else 1
@@ -477,13 +449,13 @@ def _run_one(index: int, key, num_tasks: int, payload: tuple[str, Any], *, call,
     workdir = tempfile.mkdtemp(prefix=f"tfos-task-{index}-")
     started = time.perf_counter()
     try:
-        value = call_in_child(
-            _call_task, (call.value, task, payload), workdir=workdir, env=_thread_env(num_cpus),
+        value = call_in_process(
+            _call_task, (call.value, task, payload), workdir=workdir, env=task_env(num_cpus),
             timeout=timeout, label=f"task {key!r}",
         )
         value = _check_result(value, result_schema)
         status, data, error = OK, cloudpickle.dumps(value), None
-    except ChildFailed as failure:
+    except ProcessFailed as failure:
         status, data, error = FAILED, None, failure.detail
     except _ResultMismatch as mismatch:
         status, data, error = FAILED, None, str(mismatch)
@@ -494,9 +466,9 @@ def _run_one(index: int, key, num_tasks: int, payload: tuple[str, Any], *, call,
 
 def _call_task(call: bytes, task: Task, payload: tuple[str, Any]):
     """Runs in the child: unpacks the function and the payload, and calls it."""
-    import pickle
+    import cloudpickle
 
-    fn, args = pickle.loads(call)
+    fn, args = cloudpickle.loads(call)
     kind, data = payload
     if kind == "arrow":
         import pyarrow as pa
@@ -504,7 +476,7 @@ def _call_task(call: bytes, task: Task, payload: tuple[str, Any]):
         with pa.memory_map(data) as source:
             value = pa.ipc.open_file(source).read_pandas()
     else:
-        value = pickle.loads(data)
+        value = cloudpickle.loads(data)
     return fn(task, value, *args)
 
 
@@ -534,20 +506,6 @@ def _check_result(value, schema):
     except (pa.ArrowException, TypeError, ValueError) as error:
         raise _ResultMismatch(f"the task's result does not fit result_schema ({schema.simpleString()}): {error}") from None
     return dict(value)
-
-
-def _thread_env(num_cpus: int) -> dict[str, str]:
-    """Thread pools sized to the task's CPUs: N tasks on one host must not each use every core."""
-    threads = str(max(1, num_cpus))
-    env = {
-        "TF_NUM_INTRAOP_THREADS": threads,
-        "TF_NUM_INTEROP_THREADS": str(max(2, num_cpus)),
-        "OMP_NUM_THREADS": threads,
-        "OPENBLAS_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-    }
-    # A value the user exported on purpose wins.
-    return {name: os.environ.get(name, value) for name, value in env.items()}
 
 
 def _executor_label() -> str:

@@ -1,22 +1,37 @@
-"""TensorFlow process environment: legacy Keras, threads and devices.
+"""TensorFlow process environment: legacy Keras, logging, threads and devices. The only place that sets them.
 
 Every process that imports TensorFlow for tfos_lib (the driver in the `local`
-backend, each worker subprocess) must have ``TF_USE_LEGACY_KERAS=1`` in its
-environment *before* the first ``import tensorflow``: with Keras 3, ``model.fit``
-under ``MultiWorkerMirroredStrategy`` fails ("Attempt to convert a value
+backend, each worker and task child process, Spark Python workers running
+inference) must have ``TF_USE_LEGACY_KERAS=1`` in its environment *before* the
+first ``import tensorflow``: with Keras 3, ``model.fit`` under
+``MultiWorkerMirroredStrategy`` fails ("Attempt to convert a value
 (PerReplica...)"), while tf-keras 2.x works. Importing ``tfos_lib`` sets the
 variable for the current process; :func:`import_tensorflow` checks it held.
+
+Threads: :func:`task_env` is the environment of a child process given N cores
+(before TensorFlow starts), :func:`configure_threads` sizes the pools of a
+TensorFlow already imported (a Spark Python worker, the ``local`` backend).
+
+Quiet start: TensorFlow 2.21 writes its start-up lines (oneDNN, "Could not find
+cuda drivers", and on a host without a GPU driver ``E ... failed call to cuInit``)
+before its logger has read ``TF_CPP_MIN_LOG_LEVEL``, so the variable alone does
+not silence them, and the cuInit line is logged as an error, which only level 3
+(no errors at all) would hide. :func:`startup_noise_filter` applies the level to
+those lines in the output of the child processes tfos_lib starts.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
+from collections.abc import Callable, Mapping
 
 #: Environment every TensorFlow process started by tfos_lib gets.
 TF_ENV = {
     "TF_USE_LEGACY_KERAS": "1",
-    # TensorFlow's C++ INFO lines (oneDNN, CUDA stubs) drown the job's own log.
+    # TensorFlow's C++ INFO lines (oneDNN, CUDA stubs) drown the job's own log; warnings
+    # and errors stay. A value the user exported wins (0 shows everything).
     "TF_CPP_MIN_LOG_LEVEL": "1",
 }
 
@@ -56,8 +71,12 @@ def task_gpus(task_context) -> tuple[str, ...] | None:
     return tuple(resources["gpu"].addresses)
 
 
-def import_tensorflow():
+def import_tensorflow(num_cpus: int | None = None):
     """Imports TensorFlow with legacy Keras in force and returns the module.
+
+    Args:
+        num_cpus: the CPUs Spark gave this task; when given, TensorFlow's thread pools
+            are sized to it (:func:`configure_threads`). None leaves them alone.
 
     Raises:
         RuntimeError: if TensorFlow was already imported with Keras 3 as ``tf.keras``
@@ -78,7 +97,34 @@ def import_tensorflow():
                 else "Install tf-keras matching your TensorFlow (pip install 'tf-keras==2.21.*')."
             )
         )
+    if num_cpus:
+        configure_threads(tf, num_cpus)
     return tf
+
+
+def _pool_sizes(num_cpus: int) -> tuple[int, int]:
+    """(intra-op, inter-op) threads for ``num_cpus`` cores: inter-op keeps 2 so input and compute overlap."""
+    return max(1, num_cpus), max(2, num_cpus)
+
+
+def task_env(num_cpus: int, gpus: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Environment of a child TensorFlow process given ``num_cpus`` cores and Spark's GPUs for its task.
+
+    N tasks on one host must not each start one thread per core of the whole
+    machine. Values the user exported win, except the GPU list Spark assigned
+    (see :func:`gpu_env`).
+    """
+    intra, inter = _pool_sizes(num_cpus)
+    threads = {
+        "TF_NUM_INTRAOP_THREADS": str(intra),
+        "TF_NUM_INTEROP_THREADS": str(inter),
+        "OMP_NUM_THREADS": str(intra),
+        "OPENBLAS_NUM_THREADS": str(intra),
+        "MKL_NUM_THREADS": str(intra),
+    }
+    env = {name: os.environ.get(name, value) for name, value in threads.items()}
+    env.update(gpu_env(gpus))
+    return env
 
 
 def configure_threads(tf, num_cpus: int | None) -> None:
@@ -89,9 +135,48 @@ def configure_threads(tf, num_cpus: int | None) -> None:
     """
     if not num_cpus or num_cpus < 1:
         return
+    intra, inter = _pool_sizes(num_cpus)
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(num_cpus)
-        tf.config.threading.set_inter_op_parallelism_threads(max(2, num_cpus))
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
     except RuntimeError:
         # TensorFlow was already initialised in this process; the pools are fixed.
         pass
+
+
+# A line of TensorFlow's C++ logger (absl format): "I0000 00:00:1796017265.400695   10045 port.cc:153] ...".
+_CPP_LOG_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [^\]\s]+\] ")
+_SEVERITIES = "IWEF"  # TF_CPP_MIN_LOG_LEVEL 1 drops I, 2 drops W too, 3 drops E too
+_LOGGER_BANNER = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+_CUINIT_FAILED = "failed call to cuInit"
+
+
+def startup_noise_filter(environ: Mapping[str, str]) -> Callable[[str], bool]:
+    """``is_noise(line)`` for the output of a TensorFlow process started with ``environ``.
+
+    TensorFlow's C++ lines below the process's ``TF_CPP_MIN_LOG_LEVEL`` are noise
+    (TensorFlow drops them itself once its logger is set up; the start-up ones come
+    earlier), and so is the logger's banner about that. The ``failed call to
+    cuInit`` error is noise in a process that was given no GPU (``CUDA_VISIBLE_DEVICES``
+    unset, empty or ``-1``): TensorFlow probes for a CUDA driver the CPU-only host
+    does not have. With ``TF_CPP_MIN_LOG_LEVEL=0`` nothing is noise.
+    """
+    try:
+        level = int(environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    except ValueError:
+        level = 0
+    given_gpus = environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
+
+    def is_noise(line: str) -> bool:
+        if level < 1:
+            return False
+        if line.startswith(_LOGGER_BANNER):
+            return True
+        match = _CPP_LOG_LINE.match(line)
+        if match is None:
+            return False
+        if _CUINIT_FAILED in line and not given_gpus:
+            return True
+        return _SEVERITIES.index(match.group(1)) < level
+
+    return is_noise

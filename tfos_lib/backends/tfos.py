@@ -30,14 +30,14 @@ import time
 import traceback
 
 from tfos_lib import feed
+from tfos_lib.context import WorkerSpec, run_worker
+from tfos_lib.errors import WorkerError
 from tfos_lib.feed import INPUT_COLUMN, InputPlan
-from tfos_lib.launcher import WorkerError
-from tfos_lib.worker import WorkerSpec, run_in_process
 
 log = logging.getLogger("tfos_lib")
 
 
-def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, timeouts, monitor):
+def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, timeouts, monitor, attempt: int):
     """Runs the job through ``TFCluster.run`` and returns the chief's value (driver side)."""
     try:
         from tensorflowonspark import TFCluster
@@ -66,6 +66,7 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
         "results_dir": results_dir,
         "feed_timeout": timeouts.rendezvous,
         "monitor_address": monitor.address,
+        "attempt": attempt,
     }
     cluster = TFCluster.run(
         sc,
@@ -133,10 +134,10 @@ def _tfos_main(tf_args: dict, ctx) -> None:
             tf_config=os.environ.get("TF_CONFIG"),
             inputs={name: (plan, paths.get(name)) for name, plan in plans.items()},
             payload=tf_args["payload"],
-            result_path="",
             monitor_address=tf_args["monitor_address"],
+            attempt=tf_args["attempt"],
         )
-        value = run_in_process(spec)
+        value = run_worker(spec)
         outcome["value"] = value if rank == 0 else None
     except BaseException:
         outcome = {"rank": rank, "ok": False, "traceback": traceback.format_exc()}

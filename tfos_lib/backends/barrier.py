@@ -1,0 +1,184 @@
+"""The ``barrier`` backend (the default): Spark barrier execution mode, each worker in a child process.
+
+The N tasks of one barrier stage start together (gang-scheduled); each spills its
+equal shard of the inputs to a local Arrow file, gathers every worker's
+``host:port`` with ``allGather``, builds its ``TF_CONFIG``, and runs ``train_fn`` in
+a fresh TensorFlow process (:mod:`tfos_lib.process`). Any task failure fails the
+stage at once, which kills the other tasks and their TensorFlow processes; the
+driver turns it into :class:`~tfos_lib.errors.WorkerError` with the worker's own
+traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import uuid
+from typing import Any
+
+from tfos_lib import feed
+from tfos_lib.context import WorkerSpec, run_worker
+from tfos_lib.errors import LauncherTimeout, ProcessFailed, WorkerError
+from tfos_lib.feed import InputPlan
+from tfos_lib.process import ChildProcess
+
+log = logging.getLogger("tfos_lib")
+
+_RESULT_SCHEMA = "rank long, value binary"
+# A worker's traceback travels inside Spark's exception text between these markers.
+_ERROR_START, _ERROR_END = "<<tfos_lib worker failure>>", "<</tfos_lib worker failure>>"
+
+
+def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, timeouts, monitor, attempt: int) -> Any:
+    """Runs one barrier stage of ``num_workers`` tasks and returns the chief's value (driver side).
+
+    Raises:
+        WorkerError: a worker failed (with its traceback when it has one).
+        LauncherTimeout: a deadline of ``monitor`` passed; the Spark job was cancelled.
+    """
+    staged, plans, persisted = feed.stage(spark, inputs, num_workers)
+    for plan in plans.values():
+        if plan.dropped_rows:
+            log.info(
+                "input %r: %d rows -> %d workers x %d rows; %d left-over rows not used this run",
+                plan.name, plan.total_rows, num_workers, plan.rows_per_worker, plan.dropped_rows,
+            )
+    task = functools.partial(
+        _barrier_task,
+        payload=payload,
+        plans=plans,
+        num_workers=num_workers,
+        output_dir=output_dir,
+        monitor_address=monitor.address,
+        attempt=attempt,
+    )
+    try:
+        rows = collect_watched(spark, staged.mapInArrow(task, _RESULT_SCHEMA, barrier=True), monitor)
+    finally:
+        for df in persisted:
+            df.unpersist()
+    import cloudpickle
+
+    chief = [row for row in rows if row.rank == 0]
+    return cloudpickle.loads(chief[0].value)
+
+
+def collect_watched(spark, df, monitor, poll_seconds: float = 0.5) -> list:
+    """``df.collect()`` in a Spark job group, cancelled when the monitor's deadlines pass.
+
+    Raises:
+        WorkerError: a task failed (with the worker's traceback when it has one).
+        LauncherTimeout: from ``monitor.check()``, after cancelling the job.
+    """
+    sc = spark.sparkContext
+    group = f"tfos_lib-{uuid.uuid4().hex[:12]}"
+    outcome: dict = {}
+
+    def collect():
+        sc.setJobGroup(group, "tfos_lib training", interruptOnCancel=True)
+        try:
+            outcome["rows"] = df.collect()
+        except Exception as error:  # Py4JJavaError or pyspark's captured exceptions
+            outcome["error"] = error
+        finally:
+            sc.setLocalProperty("spark.jobGroup.id", None)
+
+    thread = threading.Thread(target=collect, name="tfos-collect", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(poll_seconds)
+        if not thread.is_alive():
+            break
+        try:
+            monitor.check()
+        except LauncherTimeout:
+            sc.cancelJobGroup(group)
+            thread.join(30)
+            raise
+    if "error" in outcome:
+        raise _worker_error(outcome["error"]) from None
+    return outcome["rows"]
+
+
+def _barrier_task(
+    batches,
+    *,
+    payload: bytes,
+    plans: dict[str, InputPlan],
+    num_workers: int,
+    output_dir: str,
+    monitor_address: str,
+    attempt: int,
+):
+    """The Spark task of worker ``rank``: spill the shard, meet the others, train in a child process."""
+    import pyarrow as pa
+    from pyspark import BarrierTaskContext
+
+    from tfos_lib.rendezvous import find_free_port, tf_config_json
+    from tfos_lib.tfenv import task_env, task_gpus
+
+    context = BarrierTaskContext.get()
+    rank = context.partitionId()
+    workdir = tempfile.mkdtemp(prefix=f"tfos-worker-{rank}-")
+    gpus = task_gpus(context)  # tfos: each worker sees only its own GPUs
+    # Start the child now: it imports TensorFlow (slow) while this task receives its shard.
+    child = ChildProcess(workdir, env=task_env(context.cpus(), gpus), import_tensorflow=True)
+    try:
+        counts = feed.spill(batches, plans, workdir)
+        for name, plan in plans.items():
+            if counts[name] != plan.rows_per_worker:
+                raise RuntimeError(
+                    f"input {name!r}: worker {rank} received {counts[name]} rows, expected {plan.rows_per_worker}. "
+                    "The staging lost its partitioning (please report this)."
+                )
+        host = context.getTaskInfos()[rank].address.rsplit(":", 1)[0]
+        addresses = context.allGather(f"{host}:{find_free_port()}")
+        spec = WorkerSpec(
+            rank=rank,
+            num_workers=num_workers,
+            output_dir=output_dir,
+            backend="barrier",
+            num_cpus=context.cpus(),
+            tf_config=tf_config_json(list(addresses), rank),
+            inputs={
+                name: (plan, os.path.join(workdir, f"{name}.arrow") if counts[name] else None)
+                for name, plan in plans.items()
+            },
+            payload=payload,
+            monitor_address=monitor_address,
+            attempt=attempt,
+            gpus=gpus,
+        )
+        try:
+            value = child.run(run_worker, (spec,))
+        except ProcessFailed as failure:
+            raise RuntimeError(f"{_ERROR_START}{rank}\n{failure.detail}{_ERROR_END}") from None
+        import cloudpickle
+
+        # Only the chief's value travels back to the driver.
+        chief_value = cloudpickle.dumps(value) if rank == 0 else None
+        yield pa.RecordBatch.from_pydict(
+            {"rank": pa.array([rank], pa.int64()), "value": pa.array([chief_value], pa.binary())}
+        )
+    finally:
+        child.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _worker_error(error: Exception) -> WorkerError:
+    """Digs a worker's own traceback out of Spark's exception text.
+
+    A task that failed without one (its Python process died, the executor was lost)
+    becomes a WorkerError with the head of Spark's message.
+    """
+    text = str(error)
+    match = re.search(re.escape(_ERROR_START) + r"(\d+)\n(.*?)" + re.escape(_ERROR_END), text, re.S)
+    if match:
+        return WorkerError(int(match.group(1)), match.group(2))
+    head = "\n".join([line for line in text.splitlines() if not line.lstrip().startswith("at ")][:40])
+    return WorkerError(None, f"a Spark task of the training stage failed without a Python traceback:\n{head}")
