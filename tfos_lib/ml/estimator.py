@@ -40,7 +40,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -309,14 +308,12 @@ class KerasModel(Model, _KerasModelParams, MLReadable, MLWritable):
     """
 
     @keyword_only
-    def __init__(
-        self,
-        *,
-        featuresCol: str = "features",
-        predictionCol: str = "prediction",
-        outputCol: str = "output",
-        predictBatchSize: int = inference.DEFAULT_BATCH_SIZE,
-    ):
+    def __init__(self, **params):
+        """Params by keyword: ``featuresCol``, ``predictionCol``, ``outputCol``, ``predictBatchSize``.
+
+        They are the estimator's (``fit`` copies them over), so their defaults are
+        declared once, in the Params classes both share.
+        """
         super().__init__()
         self.model_path: str | None = None
         self.history: dict = {}
@@ -407,19 +404,11 @@ def _encode_build_fn(value) -> str:
         return value
     if not callable(value):
         raise TypeError(f"buildFn must be a function returning a compiled tf.keras model; got {type(value).__name__}.")
-    import cloudpickle
+    from tfos_lib.process import pickle_with_code
 
-    # The function's own module goes by value, so executors need not import it (a
-    # job or test module is not on their path); tfos_lib is shipped to them.
-    module = sys.modules.get(getattr(value, "__module__", None) or "")
-    by_value = module is not None and module.__name__ != "__main__" and not module.__name__.startswith("tfos_lib")
-    if by_value:
-        cloudpickle.register_pickle_by_value(module)
-    try:
-        return base64.b64encode(cloudpickle.dumps(value)).decode("ascii")
-    finally:
-        if by_value:
-            cloudpickle.unregister_pickle_by_value(module)
+    # The function's own code goes by value, so executors need not import it (a job or
+    # test module is not on their path); tfos_lib is shipped to them.
+    return base64.b64encode(pickle_with_code(value)).decode("ascii")
 
 
 def _features_column(dataset, name: str, param: str):
@@ -429,10 +418,7 @@ def _features_column(dataset, name: str, param: str):
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    fields = {f.name: f.dataType for f in dataset.schema.fields}
-    if name not in fields:
-        raise ValueError(f"{param}={name!r} is not a column; the DataFrame has {sorted(fields)}.")
-    kind = fields[name]
+    kind = inference.column_type(dataset, name, param)
     column = F.col(f"`{name}`")
     if isinstance(kind, VectorUDT):
         return vector_to_array(column, "float32")
@@ -450,12 +436,10 @@ def _label_column(dataset, name: str):
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    fields = {f.name: f.dataType for f in dataset.schema.fields}
-    if name not in fields:
-        raise ValueError(f"labelCol={name!r} is not a column; the DataFrame has {sorted(fields)}.")
-    if not isinstance(fields[name], T.NumericType):
+    kind = inference.column_type(dataset, name, "labelCol")
+    if not isinstance(kind, T.NumericType):
         raise ValueError(
-            f"labelCol={name!r} has type {fields[name].simpleString()}; expected a number "
+            f"labelCol={name!r} has type {kind.simpleString()}; expected a number "
             "(index string labels with pyspark.ml.feature.StringIndexer)."
         )
     return F.col(f"`{name}`")

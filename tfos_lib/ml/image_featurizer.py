@@ -39,6 +39,8 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol, HasSeed
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
+from tfos_lib.ml.inference import column_type, worker_tensorflow
+
 __all__ = ["BACKBONES", "DeepImageFeaturizer", "vgg16_weights_from_hed"]
 
 
@@ -191,13 +193,11 @@ class DeepImageFeaturizer(
                 f"batchSize must be >= 1 and imageSize >= 32; got {self.getOrDefault(self.batchSize)} "
                 f"and {self.getImageSize()}."
             )
-        fields = {f.name: f.dataType for f in dataset.schema.fields}
         column = self.getInputCol()
-        if column not in fields:
-            raise ValueError(f"inputCol={column!r} is not a column; the DataFrame has {sorted(fields)}.")
-        if not isinstance(fields[column], T.BinaryType):
+        kind = column_type(dataset, column, "inputCol")
+        if not isinstance(kind, T.BinaryType):
             raise ValueError(
-                f"inputCol={column!r} has type {fields[column].simpleString()}; expected the image files' bytes "
+                f"inputCol={column!r} has type {kind.simpleString()}; expected the image files' bytes "
                 "(binary), e.g. spark.read.format('binaryFile').load(dir) or image_folders.read_image_folders()."
             )
 
@@ -265,8 +265,6 @@ def load_backbone(spec: _BackboneSpec):
     Raises:
         FileNotFoundError: the weights file is not on this executor.
     """
-    from tfos_lib.ml.inference import worker_tensorflow
-
     tf = worker_tensorflow()
     applications = tf.keras.applications
     options = {

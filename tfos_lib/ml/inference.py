@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import sys
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -52,23 +51,30 @@ def worker_tensorflow():
     """Imports TensorFlow in a Spark Python worker, with legacy Keras and the task's CPU count.
 
     Runs on executors (inside a UDF or ``make_predict_fn``). ``TF_USE_LEGACY_KERAS``
-    is set before the first import, because executors may not have imported
-    ``tfos_lib`` (which sets it) before the UDF runs. Thread pools are sized to the
-    task's CPUs once per process (later calls find TensorFlow initialised and keep
-    the pools).
+    is set before the first import by :func:`tfos_lib.tfenv.import_tensorflow`, because
+    executors may not have imported ``tfos_lib`` (which sets it) before the UDF runs.
+    Thread pools are sized to the task's CPUs once per process (later calls find
+    TensorFlow initialised and keep the pools).
 
     Returns:
         The ``tensorflow`` module.
     """
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    from tfos_lib.tfenv import configure_threads, import_tensorflow
+    from tfos_lib.tfenv import import_tensorflow
 
-    fresh = "tensorflow" not in sys.modules
-    tf = import_tensorflow()
-    if fresh:
-        configure_threads(tf, _task_cpus())
-    return tf
+    return import_tensorflow(_task_cpus())
+
+
+def column_type(df: DataFrame, name: str, param: str | None = None):
+    """The Spark type of column ``name`` of ``df`` (driver side).
+
+    Raises:
+        ValueError: no such column; names the option ``param`` (when given) and the columns there are.
+    """
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    if name not in fields:
+        what = f"{param}={name!r} is not a column" if param else f"no column {name!r}"
+        raise ValueError(f"{what}; the DataFrame has {sorted(fields)}.")
+    return fields[name]
 
 
 def _task_cpus() -> int | None:
@@ -320,12 +326,9 @@ def array_sizes(df: "DataFrame", columns: Sequence[str]) -> list[int | None]:
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    fields = {f.name: f.dataType for f in df.schema.fields}
     arrays = []
     for name in columns:
-        if name not in fields:
-            raise ValueError(f"no column {name!r}; the DataFrame has {sorted(fields)}.")
-        kind = fields[name]
+        kind = column_type(df, name)
         if isinstance(kind, T.ArrayType):
             if isinstance(kind.elementType, T.ArrayType):
                 raise ValueError(
