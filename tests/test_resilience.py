@@ -106,7 +106,8 @@ def test_stalled_worker_times_out_with_a_message_naming_it(spark, tmp_path):
 
 
 def test_monitor_rendezvous_timeout_names_missing_workers():
-    from tfos_lib.monitor import LauncherTimeout, Monitor
+    from tfos_lib.errors import LauncherTimeout
+    from tfos_lib.monitor import Monitor
 
     with Monitor(3, Timeouts(rendezvous=0.0)) as monitor:
         monitor.stage_started()
