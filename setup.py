@@ -4,7 +4,13 @@ Pins are compatible ranges measured together on Python 3.11 with Java 17; see
 ../DESIGN notes in the README ("Dependencies") for why each surprising one is there.
 """
 
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# The one version string lives in tfos_lib/version.py (importing tfos_lib here would need its dependencies).
+VERSION = re.search(r'__version__ = "([^"]+)"', (Path(__file__).parent / "tfos_lib" / "version.py").read_text())[1]
 
 CORE = [
     # Spark 4 needs Java 17+; barrier mapInArrow (barrier=True) needs Spark >= 3.5.
@@ -57,7 +63,7 @@ EXTRAS = {
 
 setup(
     name="tfos_lib",
-    version="0.1.0",
+    version=VERSION,
     description="Data-parallel TensorFlow training and inference on Spark executors",
     packages=find_packages(include=["tfos_lib", "tfos_lib.*"]),
     python_requires=">=3.10",

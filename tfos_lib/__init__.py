@@ -30,6 +30,7 @@ from tfos_lib.feed import Input  # noqa: E402
 from tfos_lib.launcher import BACKENDS, run  # noqa: E402
 from tfos_lib.monitor import Timeouts  # noqa: E402
 from tfos_lib.tfenv import import_tensorflow  # noqa: E402
+from tfos_lib.version import __version__  # noqa: E402
 
 __all__ = [
     "BACKENDS",
@@ -39,7 +40,7 @@ __all__ = [
     "Timeouts",
     "WorkerContext",
     "WorkerError",
+    "__version__",
     "import_tensorflow",
     "run",
 ]
-__version__ = "0.1.0"

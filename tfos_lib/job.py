@@ -289,7 +289,8 @@ class JobRun:
         ``resolved``: config values the job derived from its options (e.g. a default
         learning rate that depends on the optimizer), recorded in ``config`` beside them.
         """
-        from tfos_lib import __version__, report
+        from tfos_lib import report
+        from tfos_lib.version import __version__
 
         metrics = {
             "job": self.job,

@@ -286,8 +286,6 @@ def main(argv: list[str]) -> int:
     """The child's entry point: wait for the call, run it, write the outcome atomically."""
     import cloudpickle
 
-    import tfos_lib  # noqa: F401  (legacy Keras before the call can import TensorFlow)
-
     call_path, result_path = argv[0], argv[1]
     if _PRELOAD_TENSORFLOW in argv[2:] and not os.path.exists(call_path):
         from tfos_lib.tfenv import import_tensorflow

@@ -57,9 +57,10 @@ from pyspark.ml.util import (
     MLWritable,
 )
 
-import tfos_lib
-from tfos_lib.launcher import BACKENDS
+from tfos_lib.context import WorkerContext
+from tfos_lib.launcher import BACKENDS, run
 from tfos_lib.ml import inference
+from tfos_lib.tfenv import import_tensorflow
 
 __all__ = ["KerasEstimator", "KerasModel"]
 
@@ -221,7 +222,7 @@ class KerasEstimator(Estimator, _KerasModelParams, HasLabelCol, HasSeed, Default
             seed=self.getOrDefault(self.seed),
             verbose=self.getOrDefault(self.verbose),
         )
-        result = tfos_lib.run(
+        result = run(
             _train_fn,
             spec,
             num_workers=self.getNumWorkers(),
@@ -246,11 +247,11 @@ class _TrainSpec:
     verbose: bool
 
 
-def _train_fn(ctx: tfos_lib.WorkerContext, spec: _TrainSpec) -> dict:
+def _train_fn(ctx: WorkerContext, spec: _TrainSpec) -> dict:
     """Runs on every worker: build under the strategy, fit on this worker's shard, the chief saves."""
     import cloudpickle
 
-    tf = tfos_lib.import_tensorflow()
+    tf = import_tensorflow()
     build_fn = cloudpickle.loads(spec.build_fn)
     tf.keras.utils.set_random_seed(spec.seed)  # same initial weights on every worker
     train = ctx.data("train")

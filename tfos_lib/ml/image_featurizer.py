@@ -335,7 +335,7 @@ def vgg16_weights_from_hed(hed_weights: str, output: str) -> str:
     """
     import h5py
 
-    from tfos_lib import import_tensorflow
+    from tfos_lib.tfenv import import_tensorflow
 
     if not os.path.isfile(hed_weights):
         raise FileNotFoundError(

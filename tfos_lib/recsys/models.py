@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import tfos_lib
+from tfos_lib.tfenv import import_tensorflow
 
 __all__ = ["build_model", "make_lazy_adam", "scorer_arrays"]
 
@@ -33,7 +33,7 @@ def build_model(kind: str, num_visitors: int, num_items: int, factors: int, obje
     (:func:`make_lazy_adam`: the same update, but only for the
     embedding rows in the batch).
     """
-    tf = tfos_lib.import_tensorflow()
+    tf = import_tensorflow()
     layers = tf.keras.layers
     l2 = tf.keras.regularizers.L2(regularization) if regularization else None
     item_input = layers.Input(shape=[1], name="item", dtype="int32")

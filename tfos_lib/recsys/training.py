@@ -25,7 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-import tfos_lib
+from tfos_lib.context import WorkerContext
+from tfos_lib.tfenv import import_tensorflow
 
 __all__ = [
     "embedding_gradient_type", "fit_replicated", "implicit_feedback_dataset", "labelled_pairs_dataset",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-def fit_replicated(ctx: tfos_lib.WorkerContext, build: Callable, dataset, *, name: str, epochs: int, steps: int,
+def fit_replicated(ctx: WorkerContext, build: Callable, dataset, *, name: str, epochs: int, steps: int,
                    global_batch_size: int, checkpoint_every_steps: int, seed: int):
     """Trains ``build()``'s compiled model on ``dataset`` on every worker; returns ``(losses, model, seconds)``.
 
@@ -42,7 +43,7 @@ def fit_replicated(ctx: tfos_lib.WorkerContext, build: Callable, dataset, *, nam
     epoch; ``model`` is, on the chief, a plain copy of the trained model built outside
     the strategy (only the chief evaluates and saves), and None on the other workers.
     """
-    tf = tfos_lib.import_tensorflow()
+    tf = import_tensorflow()
     tf.keras.utils.set_random_seed(seed)  # same initial weights on every worker
     with ctx.strategy().scope():  # tfos: variables mirrored; sparse gradients all-gathered
         model = build()
@@ -60,13 +61,13 @@ def fit_replicated(ctx: tfos_lib.WorkerContext, build: Callable, dataset, *, nam
     return losses, local, seconds
 
 
-def labelled_pairs_dataset(ctx: tfos_lib.WorkerContext, input_name: str, global_batch_size: int, seed: int):
+def labelled_pairs_dataset(ctx: WorkerContext, input_name: str, global_batch_size: int, seed: int):
     """This worker's shard of ``input_name`` (``visitor``, ``item``, ``label`` columns) as model batches.
 
     Returns a distributed dataset of ``({"visitor": (b, 1), "item": (b, 1)}, label (b, 1))``,
     shuffled with ``seed + rank``.
     """
-    tf = tfos_lib.import_tensorflow()
+    tf = import_tensorflow()
     data = ctx.data(input_name)
 
     @tf.autograph.experimental.do_not_convert  # plain graph code: nothing for AutoGraph to convert
@@ -80,7 +81,7 @@ def labelled_pairs_dataset(ctx: tfos_lib.WorkerContext, input_name: str, global_
     return ctx.strategy().distribute_datasets_from_function(make)
 
 
-def implicit_feedback_dataset(ctx: tfos_lib.WorkerContext, input_name: str, global_batch_size: int, negatives: int,
+def implicit_feedback_dataset(ctx: WorkerContext, input_name: str, global_batch_size: int, negatives: int,
                               num_items: int, seed: int):
     """Positives from ``input_name`` (``visitor``, ``item``) plus ``negatives`` sampled items each, labelled 1 and 0.
 
@@ -89,7 +90,7 @@ def implicit_feedback_dataset(ctx: tfos_lib.WorkerContext, input_name: str, glob
     visitor did interact with may be drawn: rare with many items, and the usual
     convention). Returns a distributed dataset like :func:`labelled_pairs_dataset`'s.
     """
-    tf = tfos_lib.import_tensorflow()
+    tf = import_tensorflow()
     positives = ctx.data(input_name)
     seed_base = tf.constant(seed * 1000 + ctx.rank, tf.int64)
 
@@ -122,7 +123,7 @@ def mean_squared_error(model, data, batch_size: int = 8192) -> float:
 
 def embedding_gradient_type(model) -> str:
     """The type of the visitor embedding's gradient (``IndexedSlices`` when it is sparse, as it should be)."""
-    tf = tfos_lib.import_tensorflow()
+    tf = import_tensorflow()
     with tf.GradientTape() as tape:
         logits = model({"visitor": np.zeros((2, 1), np.int32), "item": np.ones((2, 1), np.int32)})
     return type(tape.gradient(logits, model.get_layer("VisitorsEmbedding").embeddings)).__name__

@@ -32,8 +32,8 @@ class EnvSpec:
 
     def make(self, render: bool = False):
         """A gymnasium environment giving grayscale frames (and RGB renders when ``render``)."""
-        import gymnasium as gym
         import ale_py
+        import gymnasium as gym
 
         gym.register_envs(ale_py)
         if self.env_id not in gym.envs.registry:
