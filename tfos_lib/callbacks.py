@@ -1,4 +1,4 @@
-"""Keras callbacks every job gets from ``ctx.callbacks(...)``: resume, progress, TensorBoard.
+"""Keras callbacks every job gets from ``ctx.callbacks(...)``: resume, held-out scores, progress, TensorBoard.
 
 Runs on the workers. Built lazily because TensorFlow is imported only there.
 """
@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Mapping
 
 
-def make_callbacks(ctx, global_batch_size: int, checkpoint_every_steps: int | None = None, tensorboard: bool = True):
+def make_callbacks(ctx, global_batch_size: int, checkpoint_every_steps: int | None = None, tensorboard: bool = True,
+                   held_out: Callable[[], Mapping[str, float]] | None = None):
     """The callbacks for ``model.fit`` under ``ctx.strategy()``.
 
     * ``BackupAndRestore`` under ``<output_dir>/checkpoints``: the chief saves the
@@ -20,6 +22,11 @@ def make_callbacks(ctx, global_batch_size: int, checkpoint_every_steps: int | No
     * Progress: heartbeats to the driver (its stall watchdog) and, on the chief,
       one line per epoch with the metrics and examples/s in the driver's log.
     * ``TensorBoard`` logs under ``<output_dir>/tensorboard`` (chief only).
+    * ``held_out`` (chief only; give None on the other workers): called after every
+      epoch, its figures join that epoch's logs as ``heldout_<name>``, so they reach
+      the progress lines, ``History`` and the training-curve plot beside the
+      training ones. It must not run anything under the strategy (the other workers
+      are not waiting for it): score a plain copy of the model.
     """
     tf = ctx.tf()
     save_freq = checkpoint_every_steps if checkpoint_every_steps else "epoch"
@@ -29,9 +36,19 @@ def make_callbacks(ctx, global_batch_size: int, checkpoint_every_steps: int | No
         tf.keras.callbacks.BackupAndRestore(backup_dir=ctx.checkpoint_dir, save_freq=save_freq, delete_checkpoint=True),
         _progress_callback(tf, ctx, global_batch_size),
     ]
+    if held_out is not None:
+        callbacks.insert(1, _held_out_callback(tf, held_out))  # before Progress, which reports the logs
     if tensorboard and ctx.is_chief:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=os.path.join(ctx.output_dir, "tensorboard")))
     return callbacks
+
+
+def _held_out_callback(tf, held_out: Callable[[], Mapping[str, float]]):
+    def add_scores(epoch, logs):
+        # Mutating logs is how Keras lets a callback add to History and to the callbacks after it.
+        logs.update({f"heldout_{name}": float(value) for name, value in held_out().items()})
+
+    return tf.keras.callbacks.LambdaCallback(on_epoch_end=add_scores)
 
 
 def _progress_callback(tf, ctx, global_batch_size: int):

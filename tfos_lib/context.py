@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 
 from tfos_lib.feed import InputPlan, ShardData
@@ -65,14 +66,25 @@ class WorkerContext:
 
         return import_tensorflow(self.num_cpus)
 
-    def callbacks(self, global_batch_size: int, checkpoint_every_steps: int | None = None, tensorboard: bool = True):
-        """Keras callbacks for ``model.fit``: checkpoint/resume, live progress, TensorBoard.
+    def callbacks(self, global_batch_size: int, checkpoint_every_steps: int | None = None, tensorboard: bool = True,
+                  held_out=None):
+        """Keras callbacks for ``model.fit``: checkpoint/resume, held-out scores, live progress, TensorBoard.
 
         See :func:`tfos_lib.callbacks.make_callbacks`.
         """
         from tfos_lib.callbacks import make_callbacks
 
-        return make_callbacks(self, global_batch_size, checkpoint_every_steps, tensorboard)
+        return make_callbacks(self, global_batch_size, checkpoint_every_steps, tensorboard, held_out)
+
+    def fit(self, model, dataset, *, epochs: int, steps_per_epoch: int, callbacks) -> tuple[dict[str, list[float]], float]:
+        """``model.fit`` without Keras' own progress bar (the callbacks report to the driver).
+
+        Returns the ``History`` as plain lists per metric, and the seconds training took.
+        """
+        started = time.perf_counter()
+        history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
+        seconds = time.perf_counter() - started
+        return {name: [float(v) for v in values] for name, values in history.history.items()}, seconds
 
     def strategy(self):
         """The ``tf.distribute.MultiWorkerMirroredStrategy`` all workers train under (created once).

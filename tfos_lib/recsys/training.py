@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from typing import Callable
 
 import numpy as np
@@ -49,11 +48,9 @@ def fit_replicated(ctx: WorkerContext, build: Callable, dataset, *, name: str, e
         model = build()
     # Each model checkpoints in its own folder, so a resumed run never loads another model's state.
     run_ctx = dataclasses.replace(ctx, output_dir=os.path.join(ctx.output_dir, "runs", name), resumed_from_epoch=None)
-    started = time.perf_counter()
-    history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps, verbose=0,
-                        callbacks=run_ctx.callbacks(global_batch_size, checkpoint_every_steps, tensorboard=False))
-    seconds = time.perf_counter() - started
-    losses = [float(v) for v in history.history["loss"]]
+    history, seconds = run_ctx.fit(model, dataset, epochs=epochs, steps_per_epoch=steps,
+                                   callbacks=run_ctx.callbacks(global_batch_size, checkpoint_every_steps, tensorboard=False))
+    losses = history["loss"]
     if not ctx.is_chief:
         return losses, None, seconds
     local = build()
