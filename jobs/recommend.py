@@ -307,14 +307,47 @@ def train_als(rank_train, cfg: Config):
     return als.fit(rank_train)
 
 
+# ---------------------------------------------------------------------------------------------
+# Evaluation (driver plans, Spark scores).
+
+
+def evaluate(spark, cfg: Config, data: dict, scorers: dict, vectors: dict, num_visitors: int, log) -> dict:
+    """Every model's top-k for the evaluated visitors, written as Parquet, scored against their held-out items."""
+    ranked = {}
+    for name in (*cfg.model_list, "als", "popularity"):
+        out = os.path.join(cfg.output_dir, "recommendations", "evaluated", name)
+        recs = ranking.recommend_for(data["eval_visitors"], data["seen"], vectors[name], scorers[name], cfg.top_k,
+                                     num_visitors)
+        recs.write.mode("overwrite").parquet(out)
+        ranked[name] = ranking.ranking_metrics(spark.read.parquet(out), data["held_out"], cfg.top_k)
+        log.info("%-10s precision@%d %.4f recall@%d %.4f ndcg@%d %.4f hit rate %.4f", name, cfg.top_k,
+                 ranked[name]["precision"], cfg.top_k, ranked[name]["recall"], cfg.top_k,
+                 ranked[name]["ndcg"], ranked[name]["hit_rate"])
+    return ranked
+
+
+def recommend_everyone(spark, cfg: Config, data: dict, scorers: dict, vectors: dict) -> dict:
+    """``--recommend-all``'s model's top-k for every visitor (or a seeded sample), as Parquet."""
+    from pyspark.sql import functions as F
+
+    out = os.path.join(cfg.output_dir, "recommendations", "all_visitors")
+    visitors = data["rank_train"].select("visitor").distinct()
+    if cfg.recommend_visitors:
+        visitors = visitors.orderBy(F.xxhash64(F.lit(cfg.seed + 1), "visitor")).limit(cfg.recommend_visitors)
+    model = cfg.recommend_all
+    ranking.recommend_for(visitors, data["seen"], vectors[model], scorers[model], cfg.top_k,
+                          cfg.recommend_visitors or data["num_visitors"]).write.mode("overwrite").parquet(out)
+    written = spark.read.parquet(out)
+    return {"model": model, "path": out, "rows": written.count(),
+            "visitors": written.select("visitor").distinct().count(), "sample": cfg.recommend_visitors or None}
+
+
 def main(argv=None) -> dict:
     cfg = job.parse_config(Config, argv, description=__doc__.split("\n\n")[0])
     log = job.setup_logging()
     run = job.JobRun("recommend", cfg)
     spark = job.spark_session("recommend")
     timer = ranking.PhaseTimer(ranking.driver_jvm_pid(spark))
-    from pyspark.sql import functions as F
-
     with timer.phase("generate" if not (cfg.events_csv or cfg.data_dir) else "locate", log):
         path, source = events_source(cfg, log)
     with timer.phase("read", log):
@@ -326,7 +359,6 @@ def main(argv=None) -> dict:
         data = preprocess(spark, validated.events, cfg)
         summary = data_summary(data)
         baselines = constant_baselines(data["book_train"], data["book_test"])
-        seen = data["rank_train"].groupBy("visitor").agg(F.collect_list("item").alias("seen")).cache()
     log.info("%s: %s events, %s visitors, %s items; %s training interactions, %s held-out visitors (%s evaluated)",
              source, f"{summary['events']:,}", f"{summary['visitors']:,}", f"{summary['items']:,}",
              f"{summary['ranking_train_interactions']:,}", f"{summary['held_out_visitors']:,}",
@@ -343,46 +375,22 @@ def main(argv=None) -> dict:
     with timer.phase("train_als", log):
         als_model = train_als(data["rank_train"], cfg)
 
-    ranked = {}
     with timer.phase("evaluate", log):
         factors_files = {kind: info["factors_file"] for kind, info in trained["ranking"].items()}
         scorers, vectors = ranking.build_scorers(spark, data["num_items"], data["rank_train"], factors_files, als_model)
-        for name in (*cfg.model_list, "als", "popularity"):
-            out = os.path.join(cfg.output_dir, "recommendations", "evaluated", name)
-            recs = ranking.recommend_for(data["eval_visitors"], seen, vectors[name], scorers[name], cfg.top_k,
-                                         summary["evaluated_visitors"])
-            recs.write.mode("overwrite").parquet(out)
-            ranked[name] = ranking.ranking_metrics(spark.read.parquet(out), data["held_out"], cfg.top_k)
-            log.info("%-10s precision@%d %.4f recall@%d %.4f ndcg@%d %.4f hit rate %.4f", name, cfg.top_k,
-                     ranked[name]["precision"], cfg.top_k, ranked[name]["recall"], cfg.top_k,
-                     ranked[name]["ndcg"], ranked[name]["hit_rate"])
+        ranked = evaluate(spark, cfg, data, scorers, vectors, summary["evaluated_visitors"], log)
     all_visitors = None
     if cfg.recommend_all != "none":
         with timer.phase("recommend_all", log):
-            out = os.path.join(cfg.output_dir, "recommendations", "all_visitors")
-            every = data["rank_train"].select("visitor").distinct()
-            if cfg.recommend_visitors:
-                every = every.orderBy(F.xxhash64(F.lit(cfg.seed + 1), "visitor")).limit(cfg.recommend_visitors)
-            ranking.recommend_for(every, seen, vectors[cfg.recommend_all], scorers[cfg.recommend_all], cfg.top_k,
-                                  cfg.recommend_visitors or data["num_visitors"]) \
-                .write.mode("overwrite").parquet(out)
-            written = spark.read.parquet(out)
-            all_visitors = {"model": cfg.recommend_all, "path": out, "rows": written.count(),
-                            "visitors": written.select("visitor").distinct().count(),
-                            "sample": cfg.recommend_visitors or None}
+            all_visitors = recommend_everyone(spark, cfg, data, scorers, vectors)
 
     book_mse = {}
     if cfg.book_setup:
         book_mse = {f"{kind} (book setup)": trained["book_mse"][kind]["test_mse"] for kind in cfg.model_list}
         book_mse |= {"constant train mean": baselines["constant_mean_mse"], "constant 1": baselines["constant_one_mse"]}
-        ranking.plot_comparison(
-            os.path.join(cfg.output_dir, "comparison.png"), {MODEL_NAMES[n]: m for n, m in ranked.items()},
-            book_mse, cfg.top_k, f"Chapter 11 on {source}: {summary['events']:,} events",
-        )
-    else:
-        ranking.plot_comparison(os.path.join(cfg.output_dir, "comparison.png"),
-                                  {MODEL_NAMES[n]: m for n, m in ranked.items()}, {}, cfg.top_k,
-                                  f"Chapter 11 on {source}")
+    ranking.plot_comparison(os.path.join(cfg.output_dir, "comparison.png"),
+                            {MODEL_NAMES[n]: m for n, m in ranked.items()}, book_mse, cfg.top_k,
+                            f"Chapter 11 on {source}: {summary['events']:,} events")
     report.plot_curves(os.path.join(cfg.output_dir, "training_curves.png"),
                        {name.replace("_", " ") + " loss": values for name, values in trained["history"].items()},
                        title="Chapter 11: training loss per model")

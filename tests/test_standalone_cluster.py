@@ -38,8 +38,8 @@ def test_mnist_on_a_two_worker_standalone_cluster(tmp_path):
         )
         assert job.returncode == 0, job.stderr[-5000:]
         metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-        assert metrics["num_workers"] == 2 and metrics["examples_per_worker"] == 673 * 3
-        assert metrics["test_accuracy"] > 0.8
+        assert metrics["num_workers"] == 2 and metrics["results"]["examples_per_worker"] == 673 * 3
+        assert metrics["results"]["test_accuracy"] > 0.8
     finally:
         stopped = subprocess.run([SCRIPT, "stop"], env=env, capture_output=True, text=True, timeout=60)
     assert stopped.returncode == 0 and "stopped 3 process(es)" in stopped.stdout

@@ -114,7 +114,8 @@ def ranking_split(indexed, holdout_fraction: float, eval_visitors: int, seed: in
     Returns:
         ``{"pairs": interactions with held_out, "rank_train": (visitor, item, strength) training
         interactions, "held_out": (visitor, item) held-out items of the evaluated visitors,
-        "eval_visitors": (visitor)}``.
+        "eval_visitors": (visitor), "seen": (visitor, seen array<int>) each visitor's training
+        items, which recommendations leave out}``.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -132,4 +133,5 @@ def ranking_split(indexed, holdout_fraction: float, eval_visitors: int, seed: in
         "rank_train": rank_train,
         "held_out": held_out.join(evaluated, "visitor"),
         "eval_visitors": evaluated,
+        "seen": rank_train.groupBy("visitor").agg(F.collect_list("item").alias("seen")).cache(),
     }
