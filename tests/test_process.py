@@ -103,3 +103,21 @@ def test_startup_noise_filter_keeps_warnings_and_a_gpu_processes_cuinit_error():
     assert startup_noise_filter({"TF_CPP_MIN_LOG_LEVEL": "2"})(warning)
     everything = startup_noise_filter({"TF_CPP_MIN_LOG_LEVEL": "0"})
     assert not any(everything(line) for line in (cuinit, onednn, banner))
+
+
+@pytest.mark.parametrize("user_level", [None, "0"])
+def test_tensorflow_imported_in_process_starts_quietly_unless_the_user_asks(user_level):
+    """A Spark Python worker running inference imports TensorFlow itself: import_tensorflow filters fd 2 there."""
+    code = ("import sys, tfos_lib; print('before', file=sys.stderr, flush=True); tf = tfos_lib.import_tensorflow(1); "
+            "tf.constant(1.0) + 1.0; print('after', file=sys.stderr)")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if user_level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = user_level
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    printed = [marker for marker in TENSORFLOW_STARTUP if marker in run.stderr]
+    assert run.stderr.startswith("before\n") and run.stderr.rstrip().endswith("after")  # the rest of stderr flows
+    if user_level is None:
+        assert printed == [], run.stderr
+    else:
+        assert "oneDNN" in printed, run.stderr  # (no cuInit line on a host that has a GPU driver)

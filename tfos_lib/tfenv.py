@@ -17,15 +17,20 @@ cuda drivers", and on a host without a GPU driver ``E ... failed call to cuInit`
 before its logger has read ``TF_CPP_MIN_LOG_LEVEL``, so the variable alone does
 not silence them, and the cuInit line is logged as an error, which only level 3
 (no errors at all) would hide. :func:`startup_noise_filter` applies the level to
-those lines in the output of the child processes tfos_lib starts.
+those lines: in the output of the child processes tfos_lib starts (their parent
+reads it), and, where TensorFlow starts in a process tfos_lib did not start (a
+Spark Python worker running inference, the ``local`` backend), on the way out of
+that process while :func:`import_tensorflow` imports it and probes its devices.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 #: Environment every TensorFlow process started by tfos_lib gets.
 TF_ENV = {
@@ -84,7 +89,13 @@ def import_tensorflow(num_cpus: int | None = None):
     """
     already_imported = "tensorflow" in sys.modules
     apply_tf_env()
-    import tensorflow as tf
+    if already_imported:
+        import tensorflow as tf
+    else:
+        with _startup_noise_dropped():
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the CUDA probe (cuInit) happens here, inside the window
 
     if not getattr(tf.keras, "__name__", "").startswith("tf_keras"):
         raise RuntimeError(
@@ -151,6 +162,14 @@ _LOGGER_BANNER = "WARNING: All log messages before absl::InitializeLog() is call
 _CUINIT_FAILED = "failed call to cuInit"
 
 
+def _log_level(environ: Mapping[str, str]) -> int:
+    """``TF_CPP_MIN_LOG_LEVEL`` as TensorFlow reads it (unset or not a number: 0, everything shown)."""
+    try:
+        return int(environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    except ValueError:
+        return 0
+
+
 def startup_noise_filter(environ: Mapping[str, str]) -> Callable[[str], bool]:
     """``is_noise(line)`` for the output of a TensorFlow process started with ``environ``.
 
@@ -161,10 +180,7 @@ def startup_noise_filter(environ: Mapping[str, str]) -> Callable[[str], bool]:
     unset, empty or ``-1``): TensorFlow probes for a CUDA driver the CPU-only host
     does not have. With ``TF_CPP_MIN_LOG_LEVEL=0`` nothing is noise.
     """
-    try:
-        level = int(environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
-    except ValueError:
-        level = 0
+    level = _log_level(environ)
     given_gpus = environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
 
     def is_noise(line: str) -> bool:
@@ -180,3 +196,53 @@ def startup_noise_filter(environ: Mapping[str, str]) -> Callable[[str], bool]:
         return _SEVERITIES.index(match.group(1)) < level
 
     return is_noise
+
+
+@contextlib.contextmanager
+def _startup_noise_dropped() -> Iterator[None]:
+    """Sends this process's stderr (fd 2) through a filter process that drops TensorFlow's start-up noise.
+
+    TensorFlow's C++ code writes to fd 2 directly, so only a pipe can filter it. The
+    reader is a separate process so that, should TensorFlow crash the interpreter
+    during import, every line written until then still reaches the real stderr.
+    Does nothing when nothing would be dropped (``TF_CPP_MIN_LOG_LEVEL=0``) or the
+    pipe cannot be set up.
+    """
+    if _log_level(os.environ) < 1:
+        yield
+        return
+    try:
+        real_stderr = os.dup(2)
+        read_end, write_end = os.pipe()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        reader = subprocess.Popen(
+            [sys.executable, "-c", "from tfos_lib.tfenv import _drop_startup_noise; _drop_startup_noise()"],
+            stdin=read_end, stdout=real_stderr, env=env,  # close_fds: the reader holds no write end
+        )
+    except OSError:
+        yield
+        return
+    os.close(read_end)
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(real_stderr, 2)  # closes the pipe's last write end: the reader sees EOF and exits
+        os.close(real_stderr)
+        try:
+            reader.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            reader.kill()
+
+
+def _drop_startup_noise() -> None:
+    """The filter process of :func:`_startup_noise_dropped`: stdin to stdout without the noise lines."""
+    is_noise = startup_noise_filter(os.environ)
+    out = sys.stdout.buffer
+    for raw in sys.stdin.buffer:
+        if not is_noise(raw.decode("utf-8", "replace")):
+            out.write(raw)
+            out.flush()
