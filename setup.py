@@ -55,7 +55,7 @@ EXTRAS = {
         "pytest>=8",
         "pytest-timeout>=2.3",
         "tensorflowonspark==2.2.5",
-        # tests/test_sentiment_browser.py drives Debian's chromium through chromedriver. selenium 4.52
+        # tests/jobs/test_sentiment_browser.py drives Debian's chromium through chromedriver. selenium 4.52
         # requires certifi >= 2026.10.23, which the package index here does not have yet.
         "selenium>=4.25,<4.52",
     ],

@@ -24,7 +24,7 @@ Run::
 
 Writes to ``--output-dir``: metrics.json (random policy vs agent: mean, std,
 min, max over the evaluation episodes; env steps, frames, updates, wall time),
-episodes.csv (every training and evaluation episode), rewards.png (training
+episodes.csv (every training and evaluation episode), training_curves.png (training
 curve and evaluation distributions), episode.gif (one evaluation episode),
 q_network.keras, and checkpoints/.
 """
@@ -141,7 +141,7 @@ def main(argv=None) -> dict:
         book_reference=BOOK_REFERENCE,
     )
     write_episodes_csv(os.path.join(cfg.output_dir, "episodes.csv"), result["episodes"], evaluations)
-    plot_rewards(os.path.join(cfg.output_dir, "rewards.png"), result["episodes"], evaluations)
+    plot_rewards(os.path.join(cfg.output_dir, "training_curves.png"), result["episodes"], evaluations)
     log.info("agent %.1f vs random %.1f (difference %.1f +- %.1f standard error); book: random 219.46, DQN 270.5. "
              "Wrote %s", agent["mean"], random_["mean"], agent["mean"] - random_["mean"], stderr, cfg.output_dir)
     return metrics

@@ -90,7 +90,7 @@ class Config(job.TrainingConfig):
         0.2, "share of distinct sentences (or rows, random split) held out", greater_than=0, less_than=1
     )
     random_split: bool = job.option(True, "also train on the book's leaky random row split and report it")
-    synthetic_rows: int = job.option(2000, "rows of the generated file used without --data-dir", min=1)
+    synthetic_rows: int = job.option(2000, "rows of the generated file used without --data-dir", min=2)
     tfjs_bundle: str | None = job.option(
         None, f"tf.min.js to put next to the page; default: {DEFAULT_TFJS_BUNDLE.relative_to(REPO)}"
     )

@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -66,15 +67,35 @@ def test_metrics_rejects_unknown_types(tmp_path):
         write_metrics(tmp_path, {"x": object()})
 
 
-def test_metrics_are_replaced_atomically(tmp_path):
-    """A failed write leaves the previous metrics.json whole, and no temporary file behind."""
+def test_metrics_are_replaced_atomically(tmp_path, monkeypatch):
+    """A write that dies before the rename leaves the previous metrics.json whole, and no temporary file behind."""
     write_metrics(tmp_path, {"run": 1})
-    with pytest.raises(TypeError):
-        write_metrics(tmp_path, {"run": 2, "x": object()})
+
+    def rename_fails(src, dst):
+        # The new content is complete in the temporary file at this point; a plain
+        # write to metrics.json would already have replaced the old content.
+        assert json.loads(Path(src).read_text()) == {"run": 2} and Path(src).parent == tmp_path
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(os, "replace", rename_fails)
+    with pytest.raises(OSError, match="disk went away"):
+        write_metrics(tmp_path, {"run": 2})
+    monkeypatch.undo()
     assert read_metrics(tmp_path) == {"run": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
     write_metrics(tmp_path, {"run": 3})
     assert read_metrics(tmp_path) == {"run": 3}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_metrics_file_is_readable_like_a_plain_write(tmp_path):
+    """Not the temporary file's private 0600: others on a shared output directory read metrics.json."""
+    umask = os.umask(0o022)
+    try:
+        path = write_metrics(tmp_path, {"run": 1})
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_import_does_not_touch_pyplot():

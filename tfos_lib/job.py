@@ -116,7 +116,8 @@ class JobConfig:
 
     data_dir: str | None = option(None, "directory with the real dataset; omitted: the job's offline default data")
     output_dir: str = option("output", "where metrics.json, the model and plots go")
-    seed: int = option(0, "random seed for splits, shuffling and initialisation")
+    # numpy's and TensorFlow's seeds are unsigned 32-bit: anything else fails later, on the workers.
+    seed: int = option(0, "random seed for splits, shuffling and initialisation", min=0, max=2**32 - 1)
 
     def __post_init__(self):
         # One generic check for every field of every subclass; cross-field rules follow in subclasses.

@@ -231,9 +231,11 @@ def _callers_package(fn: Any):
     top = name.split(".")[0]
     if not name or name == "__main__" or top == "tfos_lib" or name not in sys.modules:
         return None
-    package = sys.modules.get(top) or sys.modules[name]
+    package = sys.modules.get(top)
+    if getattr(package, "__file__", None) is None:  # a namespace package (no __init__): ship the module itself
+        package = sys.modules[name]
     path = getattr(package, "__file__", None)
-    if path is None:  # built-in, or a namespace package: installed or not, nothing to ship as one file
+    if path is None:  # built-in
         return None
     path = os.path.realpath(path)
     if any(path.startswith(prefix + os.sep) for prefix in _installed_prefixes()):

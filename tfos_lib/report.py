@@ -87,7 +87,16 @@ def write_metrics(output_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
     with tempfile.NamedTemporaryFile(
         "w", encoding="utf-8", dir=output_dir, prefix=f".{METRICS_FILE}.", suffix=".tmp", delete=False
     ) as tmp:
-        tmp.write(text + "\n")
+        try:
+            tmp.write(text + "\n")
+            tmp.flush()
+            # NamedTemporaryFile is private (0600); metrics.json is read by others, as a plain write would allow.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp.name, 0o666 & ~umask)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
     try:
         os.replace(tmp.name, path)
     except BaseException:

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 
 #: Environment every TensorFlow process started by tfos_lib gets.
@@ -89,13 +89,14 @@ def import_tensorflow(num_cpus: int | None = None):
     """
     already_imported = "tensorflow" in sys.modules
     apply_tf_env()
-    if already_imported:
-        import tensorflow as tf
-    else:
-        with _startup_noise_dropped():
+    with _first_import:  # one thread starts TensorFlow (and redirects fd 2); the others wait for it
+        if "tensorflow" in sys.modules:
             import tensorflow as tf
+        else:
+            with _startup_noise_dropped():
+                import tensorflow as tf
 
-            tf.config.list_physical_devices()  # the CUDA probe (cuInit) happens here, inside the window
+                tf.config.list_physical_devices()  # the CUDA probe (cuInit) happens here, inside the window
 
     if not getattr(tf.keras, "__name__", "").startswith("tf_keras"):
         raise RuntimeError(
@@ -155,11 +156,44 @@ def configure_threads(tf, num_cpus: int | None) -> None:
         pass
 
 
+# The noise rule, kept as source because two processes run it: this module (for the output of the
+# child processes tfos_lib starts, see tfos_lib.process) and the filter process of
+# _startup_noise_dropped, which imports nothing but the standard library (an import error there
+# would swallow TensorFlow's last words). TF_CPP_MIN_LOG_LEVEL 1 drops I lines, 2 W too, 3 E too.
+_NOISE_RULE = r"""
+import re
+
 # A line of TensorFlow's C++ logger (absl format): "I0000 00:00:1796017265.400695   10045 port.cc:153] ...".
-_CPP_LOG_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [^\]\s]+\] ")
-_SEVERITIES = "IWEF"  # TF_CPP_MIN_LOG_LEVEL 1 drops I, 2 drops W too, 3 drops E too
-_LOGGER_BANNER = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
-_CUINIT_FAILED = "failed call to cuInit"
+CPP_LOG_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [^\]\s]+\] ")
+LOGGER_BANNER = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+def is_noise(line, level, given_gpus):
+    if level < 1:
+        return False
+    if line.startswith(LOGGER_BANNER):
+        return True
+    match = CPP_LOG_LINE.match(line)
+    if match is None:
+        return False
+    if "failed call to cuInit" in line and not given_gpus:
+        return True
+    return "IWEF".index(match.group(1)) < level
+"""
+_noise_rule: dict = {}
+exec(_NOISE_RULE, _noise_rule)
+
+# The filter process: stdin to stdout without the noise; argv carries the level and whether GPUs were given.
+_FILTER_SCRIPT = _NOISE_RULE + r"""
+import sys
+
+level, given_gpus = int(sys.argv[1]), sys.argv[2] == "1"
+out = sys.stdout.buffer
+for raw in sys.stdin.buffer:
+    if not is_noise(raw.decode("utf-8", "replace"), level, given_gpus):
+        out.write(raw)
+        out.flush()
+"""
 
 
 def _log_level(environ: Mapping[str, str]) -> int:
@@ -168,6 +202,10 @@ def _log_level(environ: Mapping[str, str]) -> int:
         return int(environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
     except ValueError:
         return 0
+
+
+def _given_gpus(environ: Mapping[str, str]) -> bool:
+    return environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
 
 
 def startup_noise_filter(environ: Mapping[str, str]) -> Callable[[str], bool]:
@@ -180,22 +218,11 @@ def startup_noise_filter(environ: Mapping[str, str]) -> Callable[[str], bool]:
     unset, empty or ``-1``): TensorFlow probes for a CUDA driver the CPU-only host
     does not have. With ``TF_CPP_MIN_LOG_LEVEL=0`` nothing is noise.
     """
-    level = _log_level(environ)
-    given_gpus = environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
+    level, given_gpus, rule = _log_level(environ), _given_gpus(environ), _noise_rule["is_noise"]
+    return lambda line: rule(line, level, given_gpus)
 
-    def is_noise(line: str) -> bool:
-        if level < 1:
-            return False
-        if line.startswith(_LOGGER_BANNER):
-            return True
-        match = _CPP_LOG_LINE.match(line)
-        if match is None:
-            return False
-        if _CUINIT_FAILED in line and not given_gpus:
-            return True
-        return _SEVERITIES.index(match.group(1)) < level
 
-    return is_noise
+_first_import = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -204,45 +231,40 @@ def _startup_noise_dropped() -> Iterator[None]:
 
     TensorFlow's C++ code writes to fd 2 directly, so only a pipe can filter it. The
     reader is a separate process so that, should TensorFlow crash the interpreter
-    during import, every line written until then still reaches the real stderr.
-    Does nothing when nothing would be dropped (``TF_CPP_MIN_LOG_LEVEL=0``) or the
-    pipe cannot be set up.
+    during import, every line written until then still reaches the real stderr. It
+    drops exactly what :func:`startup_noise_filter` would. Does nothing when nothing
+    would be dropped (``TF_CPP_MIN_LOG_LEVEL=0``) or the pipe cannot be set up.
+    Callers hold ``_first_import``: fd 2 is process-wide.
     """
-    if _log_level(os.environ) < 1:
+    level = _log_level(os.environ)
+    if level < 1:
         yield
         return
+    real_stderr = read_end = write_end = None
     try:
         real_stderr = os.dup(2)
         read_end, write_end = os.pipe()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        reader = subprocess.Popen(
-            [sys.executable, "-c", "from tfos_lib.tfenv import _drop_startup_noise; _drop_startup_noise()"],
-            stdin=read_end, stdout=real_stderr, env=env,  # close_fds: the reader holds no write end
-        )
+        reader = subprocess.Popen([sys.executable, "-S", "-c", _FILTER_SCRIPT, str(level), "1" if _given_gpus(os.environ) else "0"], stdin=read_end,
+                                  stdout=real_stderr)  # close_fds (the default): the reader holds no write end
     except OSError:
+        for fd in (real_stderr, read_end, write_end):
+            if fd is not None:
+                os.close(fd)
         yield
         return
     os.close(read_end)
-    sys.stderr.flush()
+    if sys.stderr is not None:
+        sys.stderr.flush()
     os.dup2(write_end, 2)
     os.close(write_end)
     try:
         yield
     finally:
-        sys.stderr.flush()
+        if sys.stderr is not None:
+            sys.stderr.flush()
         os.dup2(real_stderr, 2)  # closes the pipe's last write end: the reader sees EOF and exits
         os.close(real_stderr)
         try:
             reader.wait(timeout=30)
         except subprocess.TimeoutExpired:
             reader.kill()
-
-
-def _drop_startup_noise() -> None:
-    """The filter process of :func:`_startup_noise_dropped`: stdin to stdout without the noise lines."""
-    is_noise = startup_noise_filter(os.environ)
-    out = sys.stdout.buffer
-    for raw in sys.stdin.buffer:
-        if not is_noise(raw.decode("utf-8", "replace")):
-            out.write(raw)
-            out.flush()

@@ -1,6 +1,6 @@
 """The TF.js layers-model exporter: manifest, shards, round trip, refusals.
 
-The browser itself loads an export in tests/test_sentiment_browser.py; these tests
+The browser itself loads an export in tests/jobs/test_sentiment_browser.py; these tests
 check the files without one.
 """
 

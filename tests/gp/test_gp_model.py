@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def test_fast_gradient_gpr_matches_gpflow(spark):
+def test_fast_gradient_gpr_matches_gpflow():
     import tfos_lib
 
     tf = tfos_lib.import_tensorflow()

@@ -229,7 +229,7 @@ def test_two_actors_two_learners_on_local_cluster_then_resume(tmp_path, check_me
         np.testing.assert_array_equal(chief.get_tensor(name), other.get_tensor(name))
     for name in ("random", "agent"):
         assert metrics["results"]["evaluation"][name]["episodes"] == 4
-    for artefact in ("rewards.png", "episode.gif", "episodes.csv", "q_network.keras"):
+    for artefact in ("training_curves.png", "episode.gif", "episodes.csv", "q_network.keras"):
         assert (tmp_path / "out" / artefact).stat().st_size > 0, artefact
 
     rerun = _submit("local-cluster[4,1,1024]", out, "--num-workers", "2", "--num-actors", "2", "--env-steps", "1500")

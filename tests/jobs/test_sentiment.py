@@ -1,6 +1,6 @@
 """Chapter 3's sentiment job: tokeniser (Spark == Python), vocabulary, splits, bad input, a 2-worker run.
 
-The real-browser check of the exported page is tests/test_sentiment_browser.py.
+The real-browser check of the exported page is tests/jobs/test_sentiment_browser.py.
 """
 
 from __future__ import annotations
