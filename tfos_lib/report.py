@@ -12,7 +12,7 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,23 +84,14 @@ def write_metrics(output_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
     text = json.dumps(_to_json(metrics), indent=2, sort_keys=True, allow_nan=False)
     # A temporary file in the same directory, then a rename: a reader (or a rerun that
     # dies half-way) never sees a truncated metrics.json, only the old or the new one.
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=output_dir, prefix=f".{METRICS_FILE}.", suffix=".tmp", delete=False
-    ) as tmp:
-        try:
-            tmp.write(text + "\n")
-            tmp.flush()
-            # NamedTemporaryFile is private (0600); metrics.json is read by others, as a plain write would allow.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp.name, 0o666 & ~umask)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
+    tmp = output_dir / f".{METRICS_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        os.replace(tmp.name, path)
+        # A plain exclusive create: the umask decides the mode, as for any file the job writes.
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text + "\n")
+        os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp.name)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

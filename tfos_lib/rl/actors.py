@@ -26,12 +26,11 @@ _POLICY_CACHE: dict = {}  # per Python worker: (num_actions,) -> Keras model, re
 
 def _q_function(num_actions: int, weights: list[np.ndarray]):
     """``stack -> Q-values`` for the given weights, on a network cached in this Python worker."""
-    from tfos_lib.tfenv import configure_threads, import_tensorflow
+    from tfos_lib.tfenv import import_tensorflow
 
-    tf = import_tensorflow()
+    tf = import_tensorflow(num_cpus=1)  # an actor task has one core
     model = _POLICY_CACHE.get(num_actions)
     if model is None:
-        configure_threads(tf, 1)
         model = _POLICY_CACHE[num_actions] = build_q_network(tf, num_actions)
         model.predict_step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     model.set_weights(weights)
