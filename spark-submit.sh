@@ -59,9 +59,12 @@ if [[ -z $profile ]]; then
   esac
 fi
 # A profile may stack overlays: --profile standalone+gpu+security (later files win).
-mkdir -p "$here/build"
-properties="$here/build/spark-${profile//+/-}.conf"
-: >"$properties"
+# Generated files go to build/ (TFOS_BUILD_DIR elsewhere: runs started together then never share them).
+build=${TFOS_BUILD_DIR:-$here/build}
+mkdir -p "$build"
+properties="$build/spark-${profile//+/-}.conf"
+stacked="$properties.$$.tmp"
+: >"$stacked"
 IFS=+ read -r -a parts <<<"$profile"
 for part in "${parts[@]}"; do
   if [[ ! -f $here/conf/$part.conf ]]; then
@@ -69,8 +72,9 @@ for part in "${parts[@]}"; do
     exit 2
   fi
   # ${TFOS_HOME} in a profile stands for this checkout (e.g. the GPU discovery script).
-  sed "s|\${TFOS_HOME}|$here|g" "$here/conf/$part.conf" >>"$properties"
+  sed "s|\${TFOS_HOME}|$here|g" "$here/conf/$part.conf" >>"$stacked"
 done
+mv "$stacked" "$properties"
 
 if ! command -v java >/dev/null 2>&1 && [[ -z ${JAVA_HOME:-} ]]; then
   echo "error: Java not found. Spark 4 needs Java 17 or newer: install it (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME." >&2
@@ -89,10 +93,10 @@ fi
 # Executors import tfos_lib from this zip, so a cluster needs only the third-party
 # packages installed (or shipped as a packed environment, see cluster/pack-env.sh).
 # Written to a temporary name and renamed: jobs started at the same time never read half a zip.
-"$python" - "$here" <<'PY'
+"$python" - "$here" "$build" <<'PY'
 import os, sys, zipfile
-root = sys.argv[1]
-target = os.path.join(root, "build", "tfos_lib.zip")
+root, build = sys.argv[1:3]
+target = os.path.join(build, "tfos_lib.zip")
 tmp = f"{target}.{os.getpid()}.tmp"
 with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
     for folder, dirs, files in os.walk(os.path.join(root, "tfos_lib")):
@@ -119,7 +123,7 @@ else
 fi
 exec "$submit" \
   --properties-file "$properties" \
-  --py-files "$here/build/tfos_lib.zip" \
+  --py-files "$build/tfos_lib.zip" \
   --conf spark.executorEnv.TF_USE_LEGACY_KERAS=1 \
   --conf "spark.pyspark.driver.python=$python" \
   --driver-java-options "-Dlog4j2.configurationFile=file:$here/conf/log4j2.properties" \

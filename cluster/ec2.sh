@@ -19,7 +19,8 @@ if [[ ${1:-} == --dry-run ]]; then dry_run=1; shift; fi
 command=${1:-}
 [[ -n $command ]] && shift
 name=${TFOS_CLUSTER_NAME:-tfos}
-config="$here/build/flintrock.yaml"
+build=${TFOS_BUILD_DIR:-$here/build}  # another folder keeps concurrent runs apart
+config="$build/flintrock.yaml"
 remote_dir=/home/ec2-user/tfos
 python=python3.11
 
@@ -37,13 +38,16 @@ render_config() {
     exit 2
   fi
   export EC2_INSTANCE_TYPE=${EC2_INSTANCE_TYPE:-m5.xlarge} TFOS_NUM_WORKERS=${TFOS_NUM_WORKERS:-2}
-  mkdir -p "$here/build"
+  mkdir -p "$build"
   python3 - "$here/cluster/flintrock.yaml" "$config" <<'PY'
 import os, re, sys
 text = open(sys.argv[1]).read()
 body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 rendered = re.sub(r"\$\{(\w+)\}", lambda m: os.environ[m.group(1)], body)
-open(sys.argv[2], "w").write(rendered + "\n")
+tmp = f"{sys.argv[2]}.{os.getpid()}.tmp"  # renamed into place: a reader never sees half a file
+with open(tmp, "w") as out:
+    out.write(rendered + "\n")
+os.replace(tmp, sys.argv[2])
 PY
 }
 

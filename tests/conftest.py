@@ -18,7 +18,49 @@ import pytest
 import tfos_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS=1 before anything imports TensorFlow)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BOOK_DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "book")
+# The book's small real datasets live beside the clone (never copied into it); TFOS_BOOK_DATA points elsewhere.
+BOOK_DATA = os.environ.get("TFOS_BOOK_DATA") or os.path.join(os.path.dirname(REPO), "shared", "data", "book")
+
+# Skip reasons a --no-skip run still accepts. Empty: CI provides everything every test needs, so a skip there
+# means a test silently stopped checking something (a missing package, browser or dataset).
+ALLOWED_SKIPS: tuple[str, ...] = ()
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--no-skip",
+        action="store_true",
+        help="fail every skipped test whose reason is not in conftest.ALLOWED_SKIPS (what .ci/run uses)",
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not (report.skipped and item.config.getoption("--no-skip")) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if any(allowed in reason for allowed in ALLOWED_SKIPS):
+        return
+    report.outcome = "failed"
+    report.longrepr = (
+        f"skipped in a --no-skip run: {reason}\n"
+        "Provide what the test needs (.ci/run installs it all) or run without --no-skip."
+    )
+
+
+@pytest.fixture(scope="session")
+def book_data():
+    """``path(*parts)``: a file or folder of the book's data, or a skip naming where it was looked for."""
+
+    def path(*parts: str) -> str:
+        found = os.path.join(BOOK_DATA, *parts)
+        if not os.path.exists(found):
+            pytest.skip(f"the book's data is not at {found} (set TFOS_BOOK_DATA to the folder holding ch03/, ch06/...)")
+        return found
+
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +113,8 @@ def train_linear(ctx, epochs):
     )
     weights = np.concatenate([w.ravel() for w in model.get_weights()])
     np.save(os.path.join(ctx.worker_dir(), f"weights-{ctx.rank}.npy"), weights)
+    # What this worker trained on and in which process, for tests that two workers really were two.
+    np.savez(os.path.join(ctx.worker_dir(), f"shard-{ctx.rank}.npz"), x=shard.column("x"), pid=os.getpid())
     return {"loss": history.history["loss"], "rank": ctx.rank, "rows": shard.num_rows, "world": ctx.num_workers}
 
 
@@ -105,6 +149,35 @@ def _check_metrics_envelope(metrics: dict, job: str, training: bool) -> None:
 def check_metrics_envelope():
     """``check(metrics, job, training)``: asserts a job's metrics.json is in the common envelope."""
     return _check_metrics_envelope
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """PNG file name -> what each saved figure drew, per axes: title, labels, line series and images.
+
+    Plot tests check these (the right series, one point per epoch, an image per confusion matrix), not only
+    that some PNG bytes were written.
+    """
+    from tfos_lib import report
+
+    saved: dict[str, list[dict]] = {}
+    write = report.save_figure
+
+    def recording(fig, path):
+        saved[os.path.basename(str(path))] = [
+            {
+                "title": ax.get_title(),
+                "xlabel": ax.get_xlabel(),
+                "ylabel": ax.get_ylabel(),
+                "lines": {line.get_label(): [float(y) for y in line.get_ydata()] for line in ax.get_lines()},
+                "images": [np.asarray(image.get_array()) for image in ax.get_images()],
+            }
+            for ax in fig.get_axes()
+        ]
+        return write(fig, path)
+
+    monkeypatch.setattr(report, "save_figure", recording)
+    return saved
 
 
 SENTIMENT_ROWS = 600

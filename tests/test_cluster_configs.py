@@ -52,7 +52,54 @@ def test_gpu_and_security_overlays():
     assert "gRPC traffic between workers" in open(os.path.join(CONF, "security.conf")).read()
 
 
-def test_spark_submit_stacks_profiles_and_rejects_unknown_ones(tmp_path):
+FAKE_SPARK_SUBMIT = """#!/usr/bin/env bash
+# Stands in for Spark's spark-submit: records what the wrapper passed instead of starting Spark.
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  if [[ ${args[i]} == --properties-file ]]; then cp "${args[i + 1]}" "$(dirname "$0")/../properties"; fi
+done
+printf '%s\\n' "$@" >"$(dirname "$0")/../argv"
+"""
+
+
+def _submit_dry(tmp_path, *args) -> tuple[subprocess.CompletedProcess, str, list[str]]:
+    """Runs the wrapper against a fake spark-submit; returns the run, the properties it passed and the argv."""
+    home = tmp_path / "spark"
+    (home / "bin").mkdir(parents=True, exist_ok=True)
+    (home / "bin" / "spark-submit").write_text(FAKE_SPARK_SUBMIT)
+    (home / "bin" / "spark-submit").chmod(0o755)
+    env = dict(os.environ, SPARK_HOME=str(home), TFOS_BUILD_DIR=str(tmp_path / "build"))
+    run = subprocess.run([os.path.join(REPO, "spark-submit.sh"), "mnist", *args], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return run, (home / "properties").read_text(), (home / "argv").read_text().splitlines()
+
+
+def _conf_text(*names: str) -> str:
+    return "".join(open(os.path.join(CONF, f"{n}.conf")).read().replace("${TFOS_HOME}", REPO) for n in names)
+
+
+@pytest.mark.parametrize(
+    "master,profile",
+    [("local[2]", "local"), ("local-cluster[2,1,2048]", "local-cluster"), ("spark://host:7077", "standalone"),
+     ("yarn", "yarn"), ("k8s://https://api:6443", "k8s")],
+)
+def test_spark_submit_picks_the_profile_from_master(tmp_path, master, profile):
+    _, properties, argv = _submit_dry(tmp_path, "--master", master)
+    assert properties == _conf_text(profile)
+    assert argv[argv.index("--master") + 1] == master
+    assert argv[argv.index("--py-files") + 1] == str(tmp_path / "build" / "tfos_lib.zip")
+    assert argv[-1].endswith(os.path.join("jobs", "mnist.py"))
+
+
+def test_spark_submit_stacks_overlays_in_order_and_passes_job_options(tmp_path):
+    _, properties, argv = _submit_dry(tmp_path, "--profile", "standalone+gpu+security", "--", "--epochs", "3")
+    assert properties == _conf_text("standalone", "gpu", "security")  # later files win in Spark's reader
+    assert "${TFOS_HOME}" not in properties and REPO in properties  # the GPU discovery script's path
+    assert argv[-3:] == [argv[-3], "--epochs", "3"] and argv[-3].endswith("mnist.py")
+
+
+def test_spark_submit_rejects_unknown_profiles_and_jobs():
     run = subprocess.run([os.path.join(REPO, "spark-submit.sh"), "mnist", "--profile", "standalone+nope"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "no Spark profile 'nope'" in run.stderr
@@ -61,11 +108,11 @@ def test_spark_submit_stacks_profiles_and_rejects_unknown_ones(tmp_path):
 
 
 def _render(tmp_path):
-    env = dict(os.environ, **EC2_ENV)
+    env = dict(os.environ, **EC2_ENV, TFOS_BUILD_DIR=str(tmp_path / "build"))
     run = subprocess.run([os.path.join(REPO, "cluster", "ec2.sh"), "--dry-run", "launch"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    return run.stdout, os.path.join(REPO, "build", "flintrock.yaml")
+    return run.stdout, str(tmp_path / "build" / "flintrock.yaml")
 
 
 def test_flintrock_template_loads_with_flintrocks_own_config_handling(tmp_path):

@@ -4,7 +4,9 @@ import dataclasses
 import importlib
 import json
 import math
+import os
 import re
+import subprocess
 import sys
 import typing
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ import tfos_lib
 from tfos_lib import launcher
 from tfos_lib.job import JobConfig, JobRun, TrainingConfig, build_parser, config_dict, option, parse_config
 from tfos_lib.launcher import available_slots, check_slots, expected_slots
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass(frozen=True)
@@ -451,3 +455,19 @@ def test_check_slots_promise_too_small_fails_before_polling():
     )  # polling would raise StopIteration
     with pytest.raises(RuntimeError, match="the Spark configuration provides only 4"):
         check_slots(sc, 5, start_timeout=30)
+
+
+@pytest.mark.parametrize("job", ["mnist", "sentiment", "stock_gp", "transfer_learning", "recommend"])
+def test_a_job_run_as_a_program_on_missing_data_prints_one_error_line_and_exits_1(job, tmp_path):
+    """The README's promise for bad input, as a user sees it: one ``error:`` paragraph, no traceback, exit code 1."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = subprocess.run(
+        [sys.executable, os.path.join("jobs", f"{job}.py"), "--data-dir", str(empty), "--output-dir", str(tmp_path / "out")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", "")),
+    )
+    assert run.returncode == 1, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(empty) in errors[0], run.stderr[-3000:]
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]

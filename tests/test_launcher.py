@@ -51,8 +51,13 @@ def test_barrier_two_workers_train_together(spark, tmp_path, linear_regression):
     chief = np.load(tmp_path / "weights-0.npy")
     other = np.load(tmp_path / "_workers" / "1" / "weights-1.npy")
     np.testing.assert_allclose(chief, other, rtol=0, atol=1e-6)
-    # The two shards differ, so identical weights mean the gradients were all-reduced.
     assert not np.allclose(chief, 0)
+    # Two processes, each with its own half of the rows: identical weights then mean the gradients were
+    # all-reduced (with no all-reduce, two different shards would have trained two different models).
+    with np.load(tmp_path / "shard-0.npz") as first, np.load(tmp_path / "_workers" / "1" / "shard-1.npz") as second:
+        assert int(first["pid"]) != int(second["pid"])
+        assert first["x"].shape == second["x"].shape == (200, 2)
+        assert not np.array_equal(first["x"], second["x"])  # the disjointness of shards: test_feed.py
 
 
 def test_barrier_worker_failure_reaches_driver_with_traceback(spark, tmp_path):

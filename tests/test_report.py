@@ -122,7 +122,7 @@ def test_plot_curves_loss_only(tmp_path):
 
 
 def test_plot_curves_empty(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="history is empty"):
         plot_curves(tmp_path / "c.png", {}, "t")
 
 

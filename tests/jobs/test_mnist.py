@@ -26,7 +26,7 @@ def _write_mnist(directory, train=40, test=20, gz=True, seed=0):
     return directory
 
 
-def test_smoke_local_backend_on_idx_files(spark, tmp_path, check_metrics_envelope):
+def test_smoke_local_backend_on_idx_files(spark, tmp_path, check_metrics_envelope, saved_figures):
     (tmp_path / "data").mkdir()
     data = _write_mnist(tmp_path / "data")
     out = tmp_path / "out"
@@ -50,6 +50,13 @@ def test_smoke_local_backend_on_idx_files(spark, tmp_path, check_metrics_envelop
     for png in ("training_curves.png", "confusion_matrix.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sum(map(sum, results["confusion_matrix"])) == 20
+    losses, accuracies = saved_figures["training_curves.png"]
+    assert set(losses["lines"]) == {"loss", "heldout_loss"}
+    assert set(accuracies["lines"]) == {"accuracy", "heldout_accuracy"}
+    for name, values in {**losses["lines"], **accuracies["lines"]}.items():
+        assert values == pytest.approx(results["history"][name], rel=1e-6), name
+    confusion = saved_figures["confusion_matrix.png"][0]  # [1] is its colour bar
+    assert confusion["images"][0].tolist() == results["confusion_matrix"]
 
 
 def test_cnn_reaches_97_percent_on_default_data_with_one_worker(spark, tmp_path):

@@ -64,8 +64,10 @@ def test_generator_command_line(tmp_path, capsys):
     assert retailrocket.main(["--out", str(tmp_path / "e.csv"), "--events", "500", "--bad-rows", "1"]) == 0
     assert "500 events" in capsys.readouterr().err
     assert len((tmp_path / "e.csv").read_text().splitlines()) == 1 + 500 + len(retailrocket.BAD_ROW_REASONS)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as caught:
         retailrocket.main(["--out", str(tmp_path / "f.csv"), "--events", "5"])
+    assert caught.value.code == 2 and "error:" in capsys.readouterr().err
+    assert not (tmp_path / "f.csv").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,10 +173,14 @@ def test_job_end_to_end_on_small_generated_data_with_bad_rows(spark, tmp_path, c
     assert saved["data"]["bad_rows"] == {reason: 1 for reason in retailrocket.BAD_ROW_REASONS}
     assert saved["data"]["events"] == 4000 and saved["data"]["dropped_rows"] == len(retailrocket.BAD_ROW_REASONS)
     assert set(results["ranking"]) == {"mf", "nn", "als", "popularity"}
+    evaluated = saved["data"]["evaluated_visitors"]
     for name, values in results["ranking"].items():
-        assert values["visitors"] == saved["data"]["evaluated_visitors"] > 0
-        for key in ("precision", "recall", "ndcg", "hit_rate"):
-            assert 0.0 <= values[key] <= 1.0, (name, key)
+        # The figures are over the Parquet written for the model: every evaluated visitor, k distinct items.
+        recs = spark.read.parquet(str(out / "recommendations" / "evaluated" / name)).toPandas()
+        assert values["visitors"] == evaluated == recs["visitor"].nunique() > 0, name
+        per_visitor = recs.groupby("visitor")
+        assert (per_visitor["rank"].apply(sorted).map(tuple) == tuple(range(1, 11))).all(), name
+        assert (per_visitor["item"].nunique() == 10).all(), name
     assert results["ranking"]["popularity"]["hit_rate"] > 0  # popular items do come back on this data
     book = results["book_mse"]
     assert set(book["models"]) == {"mf", "nn"} and book["constant_mean_mse"] <= book["constant_one_mse"]

@@ -19,8 +19,6 @@ from tfos_lib.datasets.stocks import StockDataError
 from tfos_lib.gp import scoring
 
 REPO = str(Path(__file__).resolve().parents[2])  # tests/<group>/test_x.py -> the repository
-REAL_DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "book", "ch06")
-needs_real_data = pytest.mark.skipif(not os.path.isdir(REAL_DATA), reason=f"book data not present at {REAL_DATA}")
 
 
 def _write(directory, start="2015-01-01", end="2018-09-28", names=("GROWTH", "INDUSTRIAL"), seed=0):
@@ -142,9 +140,8 @@ def test_missing_or_empty_data_is_named(spark, tmp_path):
         _run(tmp_path, tmp_path / "out")
 
 
-@needs_real_data
-def test_book_preprocessing_on_the_real_files(spark):
-    prices = stocks.read_prices(spark, stocks.find_csv_files(REAL_DATA))
+def test_book_preprocessing_on_the_real_files(spark, book_data):
+    prices = stocks.read_prices(spark, stocks.find_csv_files(book_data("ch06")))
     days = stock_gp.with_trading_days(prices)
     per_year = {(r.ticker, r.year): r["count"] for r in days.groupBy("ticker", "year").count().collect()}
     book = dict(zip(range(2008, 2019), (253, 252, 252, 252, 250, 252, 252, 252, 252, 251, 188)))  # spec 6.2
@@ -218,9 +215,9 @@ def test_a_repeating_yearly_pattern_is_learned(spark, tmp_path):
     assert row["year_average_rmse"] < 0.3 * row["last_value_rmse"], row  # the same pattern, as a baseline
 
 
-def test_fits_spread_over_two_executors_on_local_cluster(tmp_path):
-    """The README command with 2 executors, as a user runs it (its own Spark application); real files if present."""
-    data = REAL_DATA if os.path.isdir(REAL_DATA) else os.path.dirname(_write(tmp_path / "data", names=tuple(stocks.DEFAULT_TICKERS))["GROWTH"])
+def test_fits_spread_over_two_executors_on_local_cluster(tmp_path, book_data):
+    """The README command with 2 executors, as a user runs it (its own Spark application), on the book's files."""
+    data = book_data("ch06")
     out = tmp_path / "out"
     run = subprocess.run(
         [os.path.join(REPO, "spark-submit.sh"), "stock_gp", "--master", "local-cluster[2,1,2048]", "--",

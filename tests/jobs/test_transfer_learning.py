@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,13 @@ from jobs import transfer_learning
 from tfos_lib.datasets import image_folders
 from tfos_lib.ml.image_featurizer import DeepImageFeaturizer
 
-BOOK_IMAGES = str(Path(__file__).resolve().parents[3] / "shared" / "data" / "book" / "ch12")
 SMALL_BACKBONE = ["--backbone", "MobileNetV2", "--alpha", "0.35", "--image-size", "96"]
+
+
+def _majority_share(metrics) -> float:
+    """Accuracy of always answering the test split's larger class: the floor a trained classifier must beat."""
+    test_counts = [c["test"] for c in metrics["data"]["per_class"].values()]
+    return max(test_counts) / sum(test_counts)
 
 
 def _png_bytes(shape, mode):
@@ -162,24 +166,24 @@ def test_job_skips_and_counts_bad_files_with_the_keras_classifier(spark, tmp_pat
     assert metrics["data"]["skipped_files"] == 4
     assert set(skipped) == {"truncated.jpg", "readme.txt", "empty.jpg", "stray.jpg"}
     assert sum(c["train"] + c["test"] for c in metrics["data"]["per_class"].values()) == 16
-    assert metrics["results"]["classifier"] == "keras" and 0.0 <= metrics["results"]["test_accuracy"] <= 1.0
+    assert metrics["results"]["classifier"] == "keras"
+    assert metrics["results"]["test_accuracy"] > _majority_share(metrics), metrics["results"]
     assert (tmp_path / "out" / "keras_classifier" / "model" / "saved_model.pb").exists()
 
 
 def test_bad_options_are_refused(capsys):
-    with pytest.raises(SystemExit):
-        transfer_learning.main(["--train-fraction", "1.5"])
-    assert "--train-fraction must be between 0 and 1" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        transfer_learning.main(["--backbone", "AlexNet"])
-    assert "invalid choice" in capsys.readouterr().err
+    for argv, message in ((["--train-fraction", "1.5"], "--train-fraction must be between 0 and 1"),
+                          (["--backbone", "AlexNet"], "invalid choice: 'AlexNet'")):
+        with pytest.raises(SystemExit) as caught:
+            transfer_learning.main(argv)
+        assert caught.value.code == 2 and message in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not os.path.isdir(BOOK_IMAGES), reason="the book's bus and car photos are not here")
-def test_job_on_the_books_photos(spark, tmp_path):
-    metrics = transfer_learning.main(["--data-dir", BOOK_IMAGES, "--output-dir", str(tmp_path), *SMALL_BACKBONE])
+def test_job_on_the_books_photos(spark, tmp_path, book_data):
+    metrics = transfer_learning.main(["--data-dir", book_data("ch12"), "--output-dir", str(tmp_path), *SMALL_BACKBONE])
     # 48 buses (one of the book's 49 is missing) and 41 cars, all decodable; the
     # per-class split with seeds 123 and 122 is deterministic (one sorted partition).
     assert metrics["data"]["skipped_files"] == 0
     assert metrics["data"]["per_class"] == {"buses": {"train": 26, "test": 22}, "cars": {"train": 30, "test": 11}}
-    assert metrics["results"]["test_images"] == 33 and 0.0 <= metrics["results"]["test_accuracy"] <= 1.0
+    assert metrics["results"]["test_images"] == 33
+    assert metrics["results"]["test_accuracy"] > _majority_share(metrics), metrics["results"]  # 22/33 buses

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -62,6 +64,7 @@ def test_pipeline_fit_transform_save_load_with_two_barrier_workers(spark, tmp_pa
     assert all(len(r.output) == 2 for r in first)
 
     fitted.write().overwrite().save(str(tmp_path / "pipeline_model"))
+    shutil.rmtree(tmp_path / "fit")  # the saved pipeline must carry its own copy of the SavedModel
     loaded = PipelineModel.load(str(tmp_path / "pipeline_model"))
     assert loaded.stages[1].model_path.startswith(str(tmp_path / "pipeline_model"))
     again = loaded.transform(df).select("output", "prediction", "label").collect()
@@ -99,6 +102,7 @@ def test_model_alone_round_trip_with_local_backend(spark, tmp_path):
     assert np.mean([(r.yhat - r.y) ** 2 for r in first]) < 0.05
 
     model.save(str(tmp_path / "keras_model"))
+    shutil.rmtree(model.model_path)  # the saved stage must carry its own copy of the SavedModel
     loaded = KerasModel.load(str(tmp_path / "keras_model"))
     assert (loaded.getFeaturesCol(), loaded.getPredictionCol(), loaded.getOutputCol()) == ("x", "yhat", "raw")
     assert loaded.getPredictBatchSize() == 10 and loaded.history == model.history
