@@ -133,6 +133,14 @@ def test_monitor_rendezvous_timeout_names_missing_workers():
             monitor.check()
 
 
+def test_every_epoch_reaches_the_driver_log_during_a_real_launch(spark, tmp_path, caplog):
+    caplog.set_level("INFO", logger="tfos_lib")
+    _run(spark, tmp_path, "raise", 99, 0)  # no fault
+    epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == [f"epoch {e}/{EPOCHS}" for e in range(1, EPOCHS + 1)], epochs
+    assert all("loss=" in line and "examples/s" in line for line in epochs)
+
+
 def test_epoch_line_format():
     from tfos_lib.monitor import format_epoch
 
