@@ -21,8 +21,10 @@ def _frame(spark, rows=240):
     return spark.range(0, rows, 1, 2).select(F.array(x.cast("float")).alias("x"), (3 * x + 1).cast("float").alias("y"))
 
 
-def train_with_fault(ctx, fault: str, at_epoch: int, on_rank: int):
+def train_with_fault(ctx, fault: str, at_epoch: int, on_rank: int, every_steps: int | None = None):
     """Trains EPOCHS epochs with checkpoints; on the first attempt, `on_rank` misbehaves at `at_epoch` (0-based).
+
+    every_steps: also checkpoint every that many steps (``--checkpoint-every-steps``).
 
     fault: "raise" (an exception at step 3 of that epoch), "kill" (SIGKILL of its own
     process at the start of that epoch) or "hang" (sleeps inside a step).
@@ -34,6 +36,7 @@ def train_with_fault(ctx, fault: str, at_epoch: int, on_rank: int):
         def __init__(self):
             super().__init__()
             self.epoch = 0
+            self.batches_run = 0
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
@@ -41,6 +44,7 @@ def train_with_fault(ctx, fault: str, at_epoch: int, on_rank: int):
                 os.kill(os.getpid(), signal.SIGKILL)
 
         def on_train_batch_end(self, batch, logs=None):
+            self.batches_run += 1
             if self._armed(self.epoch) and batch == 2:
                 if fault == "raise":
                     raise ValueError(f"injected failure on rank {ctx.rank} at epoch {self.epoch} step {batch}")
@@ -54,14 +58,16 @@ def train_with_fault(ctx, fault: str, at_epoch: int, on_rank: int):
         model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(1,))])
         model.compile(tf.keras.optimizers.SGD(0.1), "mse")
     steps = ctx.data("train").steps_per_epoch(20)
+    fault_callback = Fault()
     model.fit(
         ctx.distributed_dataset("train", "x", "y", global_batch_size=20),
         steps_per_epoch=steps,
         epochs=EPOCHS,
-        callbacks=[*ctx.callbacks(20), Fault()],
+        callbacks=[*ctx.callbacks(20, checkpoint_every_steps=every_steps), fault_callback],
         verbose=0,
     )
-    return {"resumed_from_epoch": ctx.resumed_from_epoch, "attempt": ctx.attempt, "w": float(model.get_weights()[0][0, 0])}
+    return {"resumed_from_epoch": ctx.resumed_from_epoch, "attempt": ctx.attempt, "w": float(model.get_weights()[0][0, 0]),
+            "steps_per_epoch": steps, "batches_run": fault_callback.batches_run}
 
 
 def _run(spark, tmp_path, *args, **kwargs):
@@ -109,6 +115,15 @@ def test_rerunning_after_a_failure_resumes_instead_of_starting_over(spark, tmp_p
     # Same command again: attempt 0 again, so make the fault unreachable (epoch 99).
     result = _run(spark, tmp_path, "raise", 99, 0)
     assert result["resumed_from_epoch"] == 2
+
+
+def test_checkpoint_every_steps_resumes_inside_the_epoch(spark, tmp_path):
+    with pytest.raises(tfos_lib.WorkerError):
+        _run(spark, tmp_path, "raise", 1, 0, 2)  # fails after step 3 of epoch 1; steps 1-2 were saved
+    result = _run(spark, tmp_path, "raise", 99, 0, 2)
+    # Epoch-level checkpoints would rerun all of epoch 1; step checkpoints skip its first 2 steps.
+    assert result["resumed_from_epoch"] == 1
+    assert result["batches_run"] == (EPOCHS - 1) * result["steps_per_epoch"] - 2, result
 
 
 def test_stalled_worker_times_out_with_a_message_naming_it(spark, tmp_path, clean_run_seconds):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -113,3 +115,37 @@ def test_missing_model_names_the_path(spark, tmp_path):
     df = spark.createDataFrame([([1.0],)], "x array<float>")
     with pytest.raises(Exception, match=r"no model at .*does-not-exist"):
         inference.predict(df, str(tmp_path / "does-not-exist"), ["x"]).collect()
+
+
+def test_the_model_is_loaded_once_per_python_worker_not_per_task_or_batch(spark, tmp_path, monkeypatch):
+    tf = tfos_lib.import_tensorflow()
+
+    class Total(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            return {"total": tf.reduce_sum(x, axis=1)}
+
+    module = Total()
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures={"serving_default": module.serve})
+    loads = tmp_path / "loads"
+    make_predict_fn = inference.make_predict_fn
+
+    def counting_make_predict_fn(*args, **kwargs):
+        factory = make_predict_fn(*args, **kwargs)
+
+        def counted():  # runs in the executors' Python workers: one line per model load
+            with open(loads, "a") as out:
+                out.write(f"{os.getpid()}\n")
+            return factory()
+
+        return counted
+
+    monkeypatch.setattr(inference, "make_predict_fn", counting_make_predict_fn)
+    from pyspark.sql import functions as F
+
+    x = F.col("id").cast("float")
+    df = spark.range(0, 400, 1, 8).select(F.array(x, x, x).alias("x"))  # 8 tasks, 40 batches of 10
+    rows = inference.predict(df, str(tmp_path / "saved"), ["x"], output_col="total", batch_size=10).collect()
+    assert sorted(r.total[0] for r in rows) == [3.0 * i for i in range(400)]
+    pids = loads.read_text().split()
+    assert 1 <= len(pids) == len(set(pids)) <= 2, pids  # local[2]: at most two Python workers, one load each
