@@ -45,6 +45,7 @@ import numpy as np
 import tfos_lib
 from tfos_lib import job, parallel
 from tfos_lib.datasets import stocks
+from tfos_lib.gp import backtest as bt
 from tfos_lib.gp.scoring import YEAR_DAYS, Window, collect_inputs, summarize
 
 # History may stop this many trading days short of what a window asks for: the
@@ -56,6 +57,13 @@ RESULT_SCHEMA = (
     "days array<int>, mean array<double>, variance array<double>, train_points long, converged boolean, iterations long, "
     "optimizer_message string, log_marginal_likelihood double, hyperparameters string, fit_seconds double"
 )
+# What one backtest task (ticker, model, batch of windows) returns: one record per (window, model), failed ones too.
+BACKTEST_SCHEMA = (
+    "fits array<struct<window string, model string, status string, reason string, error string, train_points long, "
+    "iterations long, converged boolean, fit_seconds double, hyperparameters string, days array<int>, "
+    + ", ".join(f"{name} array<double>" for name in bt.DAY_COLUMNS) + ">>"
+)
+BOOK_WINDOWS = ("2017", "2018Q3")  # the book's year and the held-out quarter before its 2018Q4: plotted
 BOOK_REFERENCE = {
     "numbers": "none: the book reports no metric for chapter 6, only plots (normalised units)",
     "statements": {
@@ -90,18 +98,42 @@ class Config(job.JobConfig):
     task_timeout: float | None = job.option(
         None, "seconds before a fit is killed and reported failed; omitted: no limit", greater_than=0
     )
+    backtest: bool = job.option(
+        False, "instead of --windows: a rolling-origin backtest of every quarter and year from --backtest-start to the "
+        "data's end, each trained only on the days before it, per ticker and model, with naive baselines"
+    )
+    backtest_start: int = job.option(2010, "first year the backtest forecasts", min=1900)
+    backtest_models: str = job.option(
+        "book,sum,periodic,student-t,ou,sum-price",
+        f"GP models the backtest fits, comma-separated, among {', '.join(bt.GP_MODELS)} (the naive forecasts always run)",
+    )
+    lookback_years: int = job.option(2, "backtest: each fit trains on the last N*252 trading days before its window", min=1)
+    stride: int = job.option(3, "backtest: the learned GPs train on every N-th day, counted back from the last", min=1)
+    backtest_max_iter: int = job.option(100, "backtest: L-BFGS iterations at most per fit", min=1)
+    windows_per_task: int = job.option(
+        22, "backtest: windows one task fits in a row (each task is one fresh process and one TensorFlow import)", min=1
+    )
 
     def __post_init__(self):
         super().__post_init__()
         windows = self.parsed_windows
         if len({w.name for w in windows}) != len(windows):
             raise ValueError(f"--windows lists a window twice: {self.windows!r}.")
+        self.parsed_models  # noqa: B018 - validates --backtest-models
         late = [w.name for w in windows if w.year <= self.train_start]
         if late:
             raise ValueError(
                 f"--windows {late} start no later than --train-start {self.train_start}: a window needs at least one "
                 "full training year before it."
             )
+
+    @property
+    def parsed_models(self) -> list[str]:
+        models = [m.strip() for m in self.backtest_models.split(",") if m.strip()]
+        unknown = [m for m in models if m not in bt.GP_MODELS]
+        if unknown or not models or len(set(models)) != len(models):
+            raise ValueError(f"--backtest-models {self.backtest_models!r}: give distinct names among {', '.join(bt.GP_MODELS)}.")
+        return models
 
     @property
     def parsed_windows(self) -> list[Window]:
@@ -293,6 +325,165 @@ def fit_fn(task: parallel.Task, rows, cfg: Config) -> dict:
         "fit_seconds": fit_seconds,
     }
 
+# ---------------------------------------------------------------------------------------------
+# The rolling-origin backtest (--backtest): one task per (ticker, model, batch of windows).
+
+
+def backtest_fn(task: parallel.Task, rows, cfg: Config, batches: dict) -> dict:
+    """Runs in its own process on an executor: one ticker's windows of one batch, with one model."""
+    ticker, model, batch = task.key
+    if model != "naive":
+        tfos_lib.import_tensorflow()  # thread pools sized to the task before GPflow imports TensorFlow
+    fits = bt.run_batch(rows, model, batches[(ticker, model, batch)], lookback_years=cfg.lookback_years,
+                        stride=cfg.stride, max_iter=cfg.backtest_max_iter)
+    return {"fits": fits}
+
+
+def run_backtest(spark, cfg: Config, days) -> tuple[list[dict], dict]:
+    """Fans the backtest out; returns every (ticker, window, model) record (failed tasks' windows too) and costs."""
+    from pyspark.sql import functions as F
+
+    models = cfg.parsed_models
+    check_history(days, [Window.parse(f"{cfg.backtest_start}Q1")], cfg.backtest_start - cfg.lookback_years)
+    per_year: dict[str, dict[int, int]] = {}
+    for row in days.groupBy("ticker", "year").count().collect():
+        per_year.setdefault(row.ticker, {})[row.year] = row["count"]
+    batches, windows = {}, {}
+    for ticker, years in sorted(per_year.items()):
+        windows[ticker] = [w.name for w in bt.backtest_windows(cfg.backtest_start, years)]
+        if not windows[ticker]:
+            raise stocks.StockDataError(f"{ticker}: no window from --backtest-start {cfg.backtest_start} has data "
+                                        f"(the history ends in {max(years)}); use an earlier --backtest-start.")
+        for model in ("naive", *models):
+            for start in range(0, len(windows[ticker]), cfg.windows_per_task):
+                batches[(ticker, model, start // cfg.windows_per_task)] = windows[ticker][start:start + cfg.windows_per_task]
+    tasks = spark.createDataFrame(list(batches), "ticker string, model string, batch int")
+    rows = (days.where(F.col("year") >= cfg.backtest_start - cfg.lookback_years)
+            .select("ticker", "year", "day", "price").join(F.broadcast(tasks), "ticker"))
+    started = time.perf_counter()
+    results = parallel.run_tasks(
+        backtest_fn, rows, cfg, batches, key=["ticker", "model", "batch"], result_schema=BACKTEST_SCHEMA,
+        spark=spark, output_dir=cfg.output_dir, timeout=cfg.task_timeout,
+    ).collect()
+    wall = time.perf_counter() - started
+    records = []
+    for result in results:
+        key = (result.ticker, result.model, result.batch)
+        if result.status == parallel.OK:
+            records += [{**fit.asDict(recursive=True), "ticker": result.ticker} for fit in result.fits]
+            continue
+        reason = f"task failed: {parallel._last_line(result.error)}"  # a crash or a timeout: every fit of the batch
+        for name in batches[key]:
+            for model in bt.NAIVE_MODELS if result.model == "naive" else (result.model,):
+                records.append({"ticker": result.ticker, "window": name, "model": model, "status": "failed",
+                                "reason": reason, "error": result.error, "fit_seconds": None})
+    fits = [r for r in records if r["model"] in models]
+    seconds = [r["fit_seconds"] for r in fits if r["status"] == "ok"]
+    failed_by_reason: dict[str, int] = {}
+    for r in records:
+        if r["status"] != "ok":
+            failed_by_reason[r["reason"]] = failed_by_reason.get(r["reason"], 0) + 1
+    cost = {
+        "fits": len(fits), "naive_forecasts": len(records) - len(fits), "failed": len(records) - sum(
+            r["status"] == "ok" for r in records), "failed_by_reason": failed_by_reason,
+        "fit_seconds": {"median": float(np.median(seconds)) if seconds else None,
+                        "p95": float(np.percentile(seconds, 95)) if seconds else None,
+                        "by_model": {m: float(np.median([r["fit_seconds"] for r in fits if r["model"] == m
+                                                         and r["status"] == "ok"] or [np.nan])) for m in models}},
+        "tasks": len(results), "windows_per_task": cfg.windows_per_task,
+        "task_seconds": {"total": sum(r.seconds or 0 for r in results),
+                         "median": float(np.median([r.seconds or 0 for r in results]))},
+        "wall_seconds": wall, "executors": sorted({r.executor for r in results if r.executor}),
+    }
+    return records, {"windows": windows, "cost": cost}
+
+
+def report_backtest(cfg: Config, records: list[dict], info: dict, days) -> dict:
+    """Scores, aggregates and plots the backtest; returns metrics.json's results."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from tfos_lib.gp import forecast
+
+    models = cfg.parsed_models
+    summary = bt.summarize(records, models)
+    out = cfg.output_dir
+    bt.plot_calibration(f"{out}/calibration.png", {m: summary["pit"][m] for m in (*models, "random-walk") if m in summary["pit"]})
+    plots = {"calibration": "calibration.png", "over_time": {}, "forecasts": {}}
+    for ticker, by_model in summary["per_window"].items():
+        series = {m: [(bt.window_time(Window.parse(w)), s["coverage_95"], s["nlpd"]) for w, s in by_model[m].items() if "Q" in w]
+                  for m in (*models, "random-walk") if m in by_model}
+        bt.plot_over_time(f"{out}/{ticker}_backtest.png", ticker, series)
+        plots["over_time"][ticker] = f"{ticker}_backtest.png"
+    best = summary["default_model"]["name"]
+    shown = [r for r in records if r["model"] in (best, "random-walk", "last-value") and r["window"] in BOOK_WINDOWS
+             and r["status"] == "ok"]
+    years = sorted({int(w[:4]) for w in BOOK_WINDOWS} | {int(w[:4]) - 1 for w in BOOK_WINDOWS})
+    history = days.where(F.col("year").isin(years)).select("ticker", "year", "day", "price").toPandas()
+    for r in (r for r in shown if r["model"] == best):
+        window = Window.parse(r["window"])
+        past = history[(history.ticker == r["ticker"]) & ((history.year == window.year - 1) if not window.first_day else
+                                                           ((history.year == window.year) & (history.day < window.first_day)))]
+        offset = len(past) if not window.first_day else 0
+        naive = {m: (r["days"], n["point"]) for n in shown for m in (n["model"],)
+                 if n["ticker"] == r["ticker"] and n["window"] == r["window"] and n["model"] != best}
+        png = f"{r['ticker']}_{r['window']}_backtest_{best}.png"
+        forecast.plot_forecast(
+            f"{out}/{png}", forecast_x=r["days"], mean=r["point"], lower=r["lower_95"], upper=r["upper_95"],
+            history=(past.day.to_numpy() - offset, past.price.to_numpy()), truth=(r["days"], r["actual"]),
+            baselines=naive, title=f"{r['ticker']}: {window.label}, default model {best!r} trained on the days before it",
+            xlabel=f"trading day of {window.year}", ylabel="Adj Close",
+        )
+        plots["forecasts"][f"{r['ticker']}/{r['window']}"] = png
+    per_day = [(r["ticker"], r["model"], r["window"], d, *(r[c][i] for c in ("actual", "point", "lower_95", "upper_95", "pit")))
+               for r in records if r["status"] == "ok" for i, d in enumerate(r["days"])]
+    pd.DataFrame(per_day, columns=["ticker", "model", "window", "day", "actual", "point", "lower_95", "upper_95", "pit"]
+                 ).to_csv(f"{out}/backtest_predictions.csv", index=False, float_format="%.6f")
+    return {
+        "settings": {"start": cfg.backtest_start, "lookback_years": cfg.lookback_years, "stride": cfg.stride,
+                     "max_iter": cfg.backtest_max_iter, "models": models, "naive": list(bt.NAIVE_MODELS),
+                     "levels": list(bt.LEVELS), "point_forecast": "the predictive median",
+                     "nlpd": "nats per day of the actual price (a log-price model's density includes the Jacobian)"},
+        "windows": info["windows"], "default_model": summary["default_model"], "table": summary["table"],
+        "failed": summary["failed"], "cost": info["cost"], "plots": plots, "per_window": summary["per_window"],
+    }
+
+
+def require_gpflow() -> None:
+    if importlib.util.find_spec("gpflow") is None:
+        raise ModuleNotFoundError(
+            "stock_gp fits with GPflow, which is not installed: pip install 'gpflow>=2.11,<2.12' "
+            "'tensorflow-probability>=0.25,<0.26' (the 'gp' extra of tfos_lib), on the driver and the executors."
+        )
+
+
+def backtest_main(spark, cfg: Config, run, log, days, source: str) -> dict:
+    """--backtest: fits, scores, plots, metrics.json, the table in the log."""
+    require_gpflow()
+    log.info("backtest from %d: models %s and the naive forecasts on %s", cfg.backtest_start, cfg.backtest_models, source)
+    records, info = run_backtest(spark, cfg, days)
+    results = report_backtest(cfg, records, info, days)
+    metrics = run.write_metrics(
+        data={"source": source, "tickers": len(info["windows"]),
+              "windows": {t: len(w) for t, w in info["windows"].items()}},
+        results={"backtest": results}, book_reference=BOOK_REFERENCE,
+    )
+    log.info("%-6s %-13s %8s %8s %8s %8s %9s | years: %8s %8s", "ticker", "model", "cov95", "cov80", "cov50", "NLPD",
+             "RMSE", "cov95", "NLPD")
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for row in results["table"]:
+        q, y = row["quarters"], row["years"]
+        log.info("%-6s %-13s %8s %8s %8s %8s %9.2f | years: %8s %8s", row["ticker"], row["model"], fmt(q.get("coverage_95")),
+                 fmt(q.get("coverage_80")), fmt(q.get("coverage_50")), fmt(q.get("nlpd")), q.get("rmse", float("nan")),
+                 fmt(y.get("coverage_95")), fmt(y.get("nlpd")))
+    cost = results["cost"]
+    log.info("default model: %s (%s)", results["default_model"]["name"], results["default_model"]["why"])
+    log.info("%d GP fits (median %.2f s, p95 %.2f s) + %d naive forecasts in %d tasks on %d executor(s): %.0f s wall; "
+             "%d failed %s; wrote %s/metrics.json", cost["fits"], cost["fit_seconds"]["median"] or 0,
+             cost["fit_seconds"]["p95"] or 0, cost["naive_forecasts"], cost["tasks"], len(cost["executors"]),
+             cost["wall_seconds"], cost["failed"], cost["failed_by_reason"] or "", cfg.output_dir)
+    return metrics
+
 
 def main(argv=None) -> dict:
     cfg = job.parse_config(Config, argv, description=__doc__.split("\n\n")[0])
@@ -302,6 +493,12 @@ def main(argv=None) -> dict:
     spark = job.spark_session("stock_gp")
     prices, source = load_data(spark, cfg)
     days = with_trading_days(prices).persist()
+    if cfg.backtest:
+        try:
+            return backtest_main(spark, cfg, run, log, days, source)
+        finally:
+            days.unpersist()
+            prices.unpersist()
     train, years_df, truth_df, average_df = preprocess(spark, days, list(windows.values()), cfg.train_start)
     train = train.persist()
     try:
@@ -311,11 +508,7 @@ def main(argv=None) -> dict:
             raise stocks.StockDataError(
                 f"{flat[0].file}: every price dated {flat[0].year} is the same; a year needs movement to be standardised."
             )
-        if importlib.util.find_spec("gpflow") is None:
-            raise ModuleNotFoundError(
-                "stock_gp fits with GPflow, which is not installed: pip install 'gpflow>=2.11,<2.12' "
-                "'tensorflow-probability>=0.25,<0.26' (the 'gp' extra of tfos_lib), on the driver and the executors."
-            )
+        require_gpflow()
         log.info("fitting one GP per ticker and window (%s kernel) on %s", cfg.kernel, source)
         fits = parallel.run_tasks(  # tfos: one Spark task and one fresh TensorFlow process per (ticker, window)
             fit_fn, train, cfg, key=["ticker", "window"], result_schema=RESULT_SCHEMA, spark=spark,
