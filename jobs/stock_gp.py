@@ -15,6 +15,20 @@ band, mean negative log predictive density, against two naive baselines (the
 last price carried forward; the average of the training years' normalised
 curves). A quarter ``YYYYQn`` is the book's: trading days 63(n-1)..63n-1 of the year.
 
+``--backtest`` asks which model to trust: a rolling-origin backtest forecasts
+every quarter and every year from ``--backtest-start`` (2010) to the data's end,
+each trained only on the ``--lookback-years`` before it, with the book's kernel
+(the reference) and GPs whose hyperparameters are learned by marginal likelihood
+with priors, on log prices (``tfos_lib.gp.models``): RBF trend + Matern 1/2 +
+white ("sum"), RBF + yearly periodic + white ("periodic"), a long Matern 1/2 +
+white ("ou"), "sum" with a Student-t likelihood ("student-t"), and "sum" on
+prices ("sum-price", to measure which space calibrates). One
+``tfos_lib.parallel`` task per (ticker, model, batch of ``--windows-per-task``
+windows). Scores per window and per ticker and model: RMSE, MAE, NLPD, coverage
+and width of the 50/80/95% bands, for the naive forecasts too (last value,
+average curve, random walk with drift); the default model is the best mean NLPD
+among those whose 95% band covers 0.85-0.99 on every ticker's quarters.
+
 Data: one Yahoo Finance CSV per ticker (Date,Open,High,Low,Close,Adj Close,Volume)
 in ``--data-dir``; the ticker is the file name. Without ``--data-dir``: three
 synthetic tickers written in that format (``tfos_lib.datasets.stocks``).
@@ -24,10 +38,13 @@ Run::
     ./spark-submit.sh stock_gp                                            # synthetic data
     ./spark-submit.sh stock_gp --master 'local-cluster[2,1,2048]' -- --data-dir /data/ch06
     ./spark-submit.sh stock_gp -- --data-dir /data/ch06 --windows 2017 --kernel rbf-ard
+    ./spark-submit.sh stock_gp --master 'local-cluster[2,1,2048]' -- --data-dir /data/ch06 --backtest
 
 Writes to ``--output-dir``: metrics.json, predictions.csv (mean and 95% band per
 day, in prices), one ``<TICKER>_<WINDOW>_predicted.png`` per ticker and window,
-and, without ``--data-dir``, the synthetic CSVs in default_data/. No model is
+and, without ``--data-dir``, the synthetic CSVs in default_data/. With ``--backtest``:
+metrics.json, backtest_predictions.csv, calibration.png, ``<TICKER>_backtest.png``
+(coverage and NLPD per quarter) and the default model's forecasts of 2017 and 2018Q3. No model is
 saved (neither does the book): a GP regression is its training data plus four
 hyperparameters, which metrics.json records.
 """
@@ -348,15 +365,12 @@ def run_backtest(spark, cfg: Config, days) -> tuple[list[dict], dict]:
     per_year: dict[str, dict[int, int]] = {}
     for row in days.groupBy("ticker", "year").count().collect():
         per_year.setdefault(row.ticker, {})[row.year] = row["count"]
-    batches, windows = {}, {}
-    for ticker, years in sorted(per_year.items()):
-        windows[ticker] = [w.name for w in bt.backtest_windows(cfg.backtest_start, years)]
-        if not windows[ticker]:
-            raise stocks.StockDataError(f"{ticker}: no window from --backtest-start {cfg.backtest_start} has data "
-                                        f"(the history ends in {max(years)}); use an earlier --backtest-start.")
-        for model in ("naive", *models):
-            for start in range(0, len(windows[ticker]), cfg.windows_per_task):
-                batches[(ticker, model, start // cfg.windows_per_task)] = windows[ticker][start:start + cfg.windows_per_task]
+    windows = {ticker: [w.name for w in bt.backtest_windows(cfg.backtest_start, years)] for ticker, years in per_year.items()}
+    empty = sorted(t for t, names in windows.items() if not names)
+    if empty:
+        raise stocks.StockDataError(f"{empty[0]}: no window from --backtest-start {cfg.backtest_start} has data (the "
+                                    f"history ends in {max(per_year[empty[0]])}); use an earlier --backtest-start.")
+    batches = bt.plan_batches(windows, ("naive", *models), cfg.windows_per_task)
     tasks = spark.createDataFrame(list(batches), "ticker string, model string, batch int")
     rows = (days.where(F.col("year") >= cfg.backtest_start - cfg.lookback_years)
             .select("ticker", "year", "day", "price").join(F.broadcast(tasks), "ticker"))
@@ -377,33 +391,16 @@ def run_backtest(spark, cfg: Config, days) -> tuple[list[dict], dict]:
             for model in bt.NAIVE_MODELS if result.model == "naive" else (result.model,):
                 records.append({"ticker": result.ticker, "window": name, "model": model, "status": "failed",
                                 "reason": reason, "error": result.error, "fit_seconds": None})
-    fits = [r for r in records if r["model"] in models]
-    seconds = [r["fit_seconds"] for r in fits if r["status"] == "ok"]
-    failed_by_reason: dict[str, int] = {}
-    for r in records:
-        if r["status"] != "ok":
-            failed_by_reason[r["reason"]] = failed_by_reason.get(r["reason"], 0) + 1
-    cost = {
-        "fits": len(fits), "naive_forecasts": len(records) - len(fits), "failed": len(records) - sum(
-            r["status"] == "ok" for r in records), "failed_by_reason": failed_by_reason,
-        "fit_seconds": {"median": float(np.median(seconds)) if seconds else None,
-                        "p95": float(np.percentile(seconds, 95)) if seconds else None,
-                        "by_model": {m: float(np.median([r["fit_seconds"] for r in fits if r["model"] == m
-                                                         and r["status"] == "ok"] or [np.nan])) for m in models}},
-        "tasks": len(results), "windows_per_task": cfg.windows_per_task,
-        "task_seconds": {"total": sum(r.seconds or 0 for r in results),
-                         "median": float(np.median([r.seconds or 0 for r in results]))},
-        "wall_seconds": wall, "executors": sorted({r.executor for r in results if r.executor}),
-    }
+    cost = {**bt.fit_costs(records, models), "tasks": len(results), "windows_per_task": cfg.windows_per_task,
+            "task_seconds": {"total": sum(r.seconds or 0 for r in results),
+                             "median": float(np.median([r.seconds or 0 for r in results]))},
+            "wall_seconds": wall, "executors": sorted({r.executor for r in results if r.executor})}
     return records, {"windows": windows, "cost": cost}
 
 
 def report_backtest(cfg: Config, records: list[dict], info: dict, days) -> dict:
     """Scores, aggregates and plots the backtest; returns metrics.json's results."""
-    import pandas as pd
     from pyspark.sql import functions as F
-
-    from tfos_lib.gp import forecast
 
     models = cfg.parsed_models
     summary = bt.summarize(records, models)
@@ -416,29 +413,10 @@ def report_backtest(cfg: Config, records: list[dict], info: dict, days) -> dict:
         bt.plot_over_time(f"{out}/{ticker}_backtest.png", ticker, series)
         plots["over_time"][ticker] = f"{ticker}_backtest.png"
     best = summary["default_model"]["name"]
-    shown = [r for r in records if r["model"] in (best, "random-walk", "last-value") and r["window"] in BOOK_WINDOWS
-             and r["status"] == "ok"]
     years = sorted({int(w[:4]) for w in BOOK_WINDOWS} | {int(w[:4]) - 1 for w in BOOK_WINDOWS})
     history = days.where(F.col("year").isin(years)).select("ticker", "year", "day", "price").toPandas()
-    for r in (r for r in shown if r["model"] == best):
-        window = Window.parse(r["window"])
-        past = history[(history.ticker == r["ticker"]) & ((history.year == window.year - 1) if not window.first_day else
-                                                           ((history.year == window.year) & (history.day < window.first_day)))]
-        offset = len(past) if not window.first_day else 0
-        naive = {m: (r["days"], n["point"]) for n in shown for m in (n["model"],)
-                 if n["ticker"] == r["ticker"] and n["window"] == r["window"] and n["model"] != best}
-        png = f"{r['ticker']}_{r['window']}_backtest_{best}.png"
-        forecast.plot_forecast(
-            f"{out}/{png}", forecast_x=r["days"], mean=r["point"], lower=r["lower_95"], upper=r["upper_95"],
-            history=(past.day.to_numpy() - offset, past.price.to_numpy()), truth=(r["days"], r["actual"]),
-            baselines=naive, title=f"{r['ticker']}: {window.label}, default model {best!r} trained on the days before it",
-            xlabel=f"trading day of {window.year}", ylabel="Adj Close",
-        )
-        plots["forecasts"][f"{r['ticker']}/{r['window']}"] = png
-    per_day = [(r["ticker"], r["model"], r["window"], d, *(r[c][i] for c in ("actual", "point", "lower_95", "upper_95", "pit")))
-               for r in records if r["status"] == "ok" for i, d in enumerate(r["days"])]
-    pd.DataFrame(per_day, columns=["ticker", "model", "window", "day", "actual", "point", "lower_95", "upper_95", "pit"]
-                 ).to_csv(f"{out}/backtest_predictions.csv", index=False, float_format="%.6f")
+    plots["forecasts"] = bt.plot_forecasts(out, records, best, BOOK_WINDOWS, history)
+    bt.write_predictions(f"{out}/backtest_predictions.csv", records)
     return {
         "settings": {"start": cfg.backtest_start, "lookback_years": cfg.lookback_years, "stride": cfg.stride,
                      "max_iter": cfg.backtest_max_iter, "models": models, "naive": list(bt.NAIVE_MODELS),

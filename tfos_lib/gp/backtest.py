@@ -25,8 +25,8 @@ from tfos_lib.gp.scoring import QUARTER_DAYS, YEAR_DAYS, Window, baseline_curve,
 
 __all__ = [
     "DAY_COLUMNS", "GP_MODELS", "LEARNED_MODELS", "LEVELS", "NAIVE_MODELS", "Predictive", "aggregate", "average_curve_forecast", "backtest_windows", "book_years",
-    "evaluate", "forecast_days", "last_value_forecast", "plot_calibration", "plot_over_time", "random_walk_forecast",
-    "choose_default", "run_batch", "summarize", "training_rows", "window_scores", "window_time",
+    "evaluate", "forecast_days", "plan_batches", "last_value_forecast", "plot_calibration", "plot_over_time", "random_walk_forecast",
+    "choose_default", "fit_costs", "plot_forecasts", "run_batch", "summarize", "training_rows", "window_scores", "window_time", "write_predictions",
 ]
 
 #: Nominal levels of the central intervals scored (and drawn in the calibration plot's markers).
@@ -66,6 +66,12 @@ def backtest_windows(start_year: int, days_per_year: Mapping[int, int]) -> list[
             if days_per_year[year] >= window.end_day - SLACK_DAYS:
                 windows.append(window)
     return windows
+
+
+def plan_batches(windows: Mapping[str, Sequence[str]], models: Sequence[str], per_task: int) -> dict[tuple, list[str]]:
+    """``(ticker, model, batch) -> window names``: each ticker's windows in runs of ``per_task``, for every model."""
+    return {(ticker, model, start // per_task): list(names[start:start + per_task])
+            for ticker, names in sorted(windows.items()) for model in models for start in range(0, len(names), per_task)}
 
 
 def training_rows(history, window: Window, lookback_days: int | None = None):
@@ -277,13 +283,18 @@ def last_value_forecast(train, horizons) -> tuple[None, np.ndarray]:
 def average_curve_forecast(train, window: Window, days) -> tuple[None, np.ndarray]:
     """The training years' mean normalised curve (the book's units), continued from the last known price."""
     years = book_years(train)
+    if any(y["scale"] == 0 for y in years.values()):
+        raise ValueError("a training year has constant prices; the book's standardisation divides by its std.")
     curves = {}
     for year, group in train.groupby("year"):
         if year < window.year:
             y = (group.price.to_numpy(float) - years[year]["first_price"]) / years[year]["scale"]
             for d, v in zip(group.day.to_numpy(), y):
                 curves.setdefault(int(d), []).append(v)
-    average = {d: float(np.mean(v)) for d, v in curves.items() if d < YEAR_DAYS}
+    average, value = {}, np.nan
+    for d in range(YEAR_DAYS):  # a day no training year reached (the 252nd of two short years) keeps the day before's
+        value = float(np.mean(curves[d])) if d in curves else value
+        average[d] = value
     known = years[max(years)]
     last = {"price": known["last_price"], "day": known["days"] - 1}
     return None, baseline_curve(window, np.asarray(days), price_mapping(window, years), average, last)
@@ -348,6 +359,8 @@ def run_batch(rows, model: str, window_names: list[str], *, lookback_years: int,
             try:
                 made = make()
                 predictive, point = made[0], made[1]
+                if not np.all(np.isfinite(point)):
+                    raise FloatingPointError("the point forecast has non-finite values")
                 info = made[2] if len(made) > 2 else {"train_points": len(recent)}
                 record.update(info)
                 if predictive is not None and not (np.all(np.isfinite(predictive.loc))
@@ -406,6 +419,68 @@ def plot_over_time(path, ticker: str, series: Mapping[str, Sequence[tuple]]) -> 
         ax.grid(alpha=0.3)
     top.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, path)
+
+
+def plot_forecasts(output_dir: str, records: Sequence[Mapping], model: str, windows: Sequence[str], history) -> dict:
+    """``model``'s forecast of each of ``windows`` per ticker, with the last value and the random walk; PNG names.
+
+    ``history``: ``ticker, year, day, price`` rows of the years shown (each window's year and the one before).
+    """
+    from tfos_lib.gp import forecast
+
+    ok = [r for r in records if r["status"] == "ok" and r["window"] in windows]
+    written = {}
+    for r in (r for r in ok if r["model"] == model):
+        window = Window.parse(r["window"])
+        mine = history[history.ticker == r["ticker"]]
+        if window.first_day:  # the window's year up to the window
+            past = mine[(mine.year == window.year) & (mine.day < window.first_day)]
+            x = past.day.to_numpy()
+        else:  # the year before, at negative days
+            past = mine[mine.year == window.year - 1]
+            x = past.day.to_numpy() - len(past)
+        naive = {n["model"]: (r["days"], n["point"]) for n in ok if (n["ticker"], n["window"]) == (r["ticker"], r["window"])
+                 and n["model"] in ("last-value", "random-walk")}
+        png = f"{r['ticker']}_{r['window']}_backtest_{model}.png"
+        forecast.plot_forecast(
+            f"{output_dir}/{png}", forecast_x=r["days"], mean=r["point"], lower=r["lower_95"], upper=r["upper_95"],
+            history=(x, past.price.to_numpy()), truth=(r["days"], r["actual"]), baselines=naive,
+            title=f"{r['ticker']}: {window.label}, model {model!r} trained on the days before it",
+            xlabel=f"trading day of {window.year}", ylabel="Adj Close",
+        )
+        written[f"{r['ticker']}/{r['window']}"] = png
+    return written
+
+
+def write_predictions(path: str, records: Sequence[Mapping]) -> None:
+    """One CSV row per (ticker, model, window, day) of the successful records: actual, point, 95% band, PIT."""
+    import pandas as pd
+
+    columns = ("actual", "point", "lower_95", "upper_95", "pit")
+    rows = [(r["ticker"], r["model"], r["window"], d, *(r[c][i] for c in columns))
+            for r in records if r["status"] == "ok" for i, d in enumerate(r["days"])]
+    pd.DataFrame(rows, columns=["ticker", "model", "window", "day", *columns]).to_csv(path, index=False, float_format="%.6f")
+
+
+def fit_costs(records: Sequence[Mapping], gp_models: Sequence[str]) -> dict:
+    """How many fits (records of ``gp_models``) and naive forecasts, failures by reason, fit seconds (median, p95)."""
+    fits = [r for r in records if r["model"] in gp_models]
+    seconds = [r["fit_seconds"] for r in fits if r["status"] == "ok"]
+    failed: dict[str, int] = {}
+    for r in records:
+        if r["status"] != "ok":
+            failed[r["reason"]] = failed.get(r["reason"], 0) + 1
+
+    def spread(values):
+        return {"median": float(np.median(values)), "p95": float(np.percentile(values, 95))} if values else None
+
+    return {
+        "fits": len(fits), "naive_forecasts": len(records) - len(fits), "failed": sum(failed.values()),
+        "failed_by_reason": failed,
+        "fit_seconds": {**(spread(seconds) or {"median": None, "p95": None}),
+                        "by_model": {m: spread([r["fit_seconds"] for r in fits if r["model"] == m and r["status"] == "ok"])
+                                     for m in gp_models}},
+    }
 
 
 def window_time(window: Window) -> float:
