@@ -340,15 +340,17 @@ def run_batch(rows, model: str, window_names: list[str], *, lookback_years: int,
 
             def forecasts_book():
                 known = training_rows(history, window)
-                predictive, info = fit_book(known[known.year >= window.year - lookback_years], window,
-                                            target.day.to_numpy(), max_iter)
+                known = known[known.year >= window.year - lookback_years]
+                params, info = fit_book(known, book_years(known), window, target.day.to_numpy(), max_iter)
+                predictive = Predictive(**params)
                 return predictive, predictive.to_price(predictive.loc), info
             forecasts = {"book": forecasts_book}
         else:
             from tfos_lib.gp.models import fit_learned
 
             def forecasts_learned():
-                predictive, info = fit_learned(model, recent, horizons, max_iter, stride)
+                params, info = fit_learned(LEARNED_MODELS[model], recent, horizons, max_iter, stride)
+                predictive = Predictive(**params)
                 return predictive, predictive.to_price(predictive.loc), info
             forecasts = {model: forecasts_learned}
         for label, make in forecasts.items():

@@ -6,8 +6,9 @@ executor functions, never at a job's top level.
 Every ``fit_*`` takes the rows a forecaster knows (see
 :func:`tfos_lib.gp.backtest.training_rows`) and the horizons to predict (trading
 days after the last known day, or the window's days of the year for the book's
-representation), and returns a :class:`~tfos_lib.gp.backtest.Predictive` and a dict
-describing the fit.
+representation), and returns the arguments of a
+:class:`~tfos_lib.gp.backtest.Predictive` (``space``, ``loc``, ``sd``, ``df``,
+``noise``) and a dict describing the fit.
 
 The learned models work on log prices of one continuous trading-day axis: input
 ``x = (t - t_last) / 252`` (years before the last known day, negative), target
@@ -27,7 +28,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfos_lib.gp.backtest import LEARNED_MODELS, Predictive, book_years
 from tfos_lib.gp.model import FastGradientGPR
 from tfos_lib.gp.scoring import YEAR_DAYS, Window, price_mapping
 
@@ -51,13 +51,13 @@ def _minimize(model, max_iter: int) -> dict:
             "converged": bool(result.success), "hyperparameters": json.dumps(values)}
 
 
-def fit_book(rows, window: Window, days: np.ndarray, max_iter: int) -> tuple[Predictive, dict]:
+def fit_book(rows, years: dict[int, dict], window: Window, days: np.ndarray, max_iter: int) -> tuple[dict, dict]:
     """The book's model: per-year standardised prices on ``[year, day]``, RBF(63, 1) + White(1e-10), GPR.
 
-    ``days``: the window's trading days of its year. Back to prices as
-    :func:`tfos_lib.gp.scoring.price_mapping` says; the band is Gaussian in prices.
+    ``years``: :func:`tfos_lib.gp.backtest.book_years` of ``rows``; ``days``: the window's
+    trading days of its year. Back to prices as :func:`tfos_lib.gp.scoring.price_mapping`
+    says; the band is Gaussian in prices.
     """
-    years = book_years(rows)
     rows = rows[rows.day < YEAR_DAYS]
     first = np.array([years[y]["first_price"] for y in rows.year])
     scale = np.array([years[y]["scale"] for y in rows.year])
@@ -71,8 +71,8 @@ def fit_book(rows, window: Window, days: np.ndarray, max_iter: int) -> tuple[Pre
     x_new = np.column_stack([np.full(len(days), float(window.year)), np.asarray(days, np.float64)])
     mean, variance = (v.numpy().ravel() for v in model.predict_y(x_new))
     mapping = price_mapping(window, years)
-    predictive = Predictive("price", mapping["anchor"] + mapping["scale"] * mean,
-                            mapping["scale"] * np.sqrt(variance))
+    predictive = {"space": "price", "loc": mapping["anchor"] + mapping["scale"] * mean,
+                  "sd": mapping["scale"] * np.sqrt(variance)}
     return predictive, {**info, "train_points": len(rows)}
 
 
@@ -101,9 +101,12 @@ def _kernel(kind: str):
     return trend + second + white
 
 
-def fit_learned(name: str, rows, horizons: np.ndarray, max_iter: int, stride: int) -> tuple[Predictive, dict]:
-    """One of ``LEARNED_MODELS`` on the known rows (every ``stride``-th day counted back from the last one)."""
-    kind, likelihood, space = LEARNED_MODELS[name]
+def fit_learned(spec: tuple[str, str, str], rows, horizons: np.ndarray, max_iter: int, stride: int) -> tuple[dict, dict]:
+    """A learned GP on the known rows (every ``stride``-th day counted back from the last one).
+
+    ``spec``: ``(kernel, likelihood, space)``, a value of :data:`tfos_lib.gp.backtest.LEARNED_MODELS`.
+    """
+    kind, likelihood, space = spec
     prices = rows.price.to_numpy(float)
     t = np.arange(len(prices)) - (len(prices) - 1)
     keep = slice(None, None, -stride)  # the last known day always stays
@@ -126,10 +129,10 @@ def fit_learned(name: str, rows, horizons: np.ndarray, max_iter: int, stride: in
     x_new = (np.asarray(horizons, np.float64) / YEAR_DAYS)[:, None]
     if likelihood == "gaussian":
         mean, variance = (v.numpy().ravel() for v in model.predict_y(x_new))
-        predictive = Predictive(space, origin + spread * mean, spread * np.sqrt(variance))
+        predictive = {"space": space, "loc": origin + spread * mean, "sd": spread * np.sqrt(variance)}
     else:
         mean, variance = (v.numpy().ravel() for v in model.predict_f(x_new))
-        predictive = Predictive(space, origin + spread * mean, spread * np.sqrt(variance), df=STUDENT_T_DF,
-                                noise=spread * float(model.likelihood.scale.numpy()))
+        predictive = {"space": space, "loc": origin + spread * mean, "sd": spread * np.sqrt(variance),
+                      "df": STUDENT_T_DF, "noise": spread * float(model.likelihood.scale.numpy())}
     return predictive, {**info, "train_points": len(y)}
 
