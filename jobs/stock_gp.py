@@ -15,6 +15,20 @@ band, mean negative log predictive density, against two naive baselines (the
 last price carried forward; the average of the training years' normalised
 curves). A quarter ``YYYYQn`` is the book's: trading days 63(n-1)..63n-1 of the year.
 
+``--backtest`` asks which model to trust: a rolling-origin backtest forecasts
+every quarter and every year from ``--backtest-start`` (2010) to the data's end,
+each trained only on the ``--lookback-years`` before it, with the book's kernel
+(the reference) and GPs whose hyperparameters are learned by marginal likelihood
+with priors, on log prices (``tfos_lib.gp.models``): RBF trend + Matern 1/2 +
+white ("sum"), RBF + yearly periodic + white ("periodic"), a long Matern 1/2 +
+white ("ou"), "sum" with a Student-t likelihood ("student-t"), and "sum" on
+prices ("sum-price", to measure which space calibrates). One
+``tfos_lib.parallel`` task per (ticker, model, batch of ``--windows-per-task``
+windows). Scores per window and per ticker and model: RMSE, MAE, NLPD, coverage
+and width of the 50/80/95% bands, for the naive forecasts too (last value,
+average curve, random walk with drift); the default model is the best mean NLPD
+among those whose 95% band covers 0.85-0.99 on every ticker's quarters.
+
 Data: one Yahoo Finance CSV per ticker (Date,Open,High,Low,Close,Adj Close,Volume)
 in ``--data-dir``; the ticker is the file name. Without ``--data-dir``: three
 synthetic tickers written in that format (``tfos_lib.datasets.stocks``).
@@ -24,10 +38,13 @@ Run::
     ./spark-submit.sh stock_gp                                            # synthetic data
     ./spark-submit.sh stock_gp --master 'local-cluster[2,1,2048]' -- --data-dir /data/ch06
     ./spark-submit.sh stock_gp -- --data-dir /data/ch06 --windows 2017 --kernel rbf-ard
+    ./spark-submit.sh stock_gp --master 'local-cluster[2,1,2048]' -- --data-dir /data/ch06 --backtest
 
 Writes to ``--output-dir``: metrics.json, predictions.csv (mean and 95% band per
 day, in prices), one ``<TICKER>_<WINDOW>_predicted.png`` per ticker and window,
-and, without ``--data-dir``, the synthetic CSVs in default_data/. No model is
+and, without ``--data-dir``, the synthetic CSVs in default_data/. With ``--backtest``:
+metrics.json, backtest_predictions.csv, calibration.png, ``<TICKER>_backtest.png``
+(coverage and NLPD per quarter) and the default model's forecasts of 2017 and 2018Q3. No model is
 saved (neither does the book): a GP regression is its training data plus four
 hyperparameters, which metrics.json records.
 """
@@ -45,6 +62,7 @@ import numpy as np
 import tfos_lib
 from tfos_lib import job, parallel
 from tfos_lib.datasets import stocks
+from tfos_lib.gp import backtest as bt
 from tfos_lib.gp.scoring import YEAR_DAYS, Window, collect_inputs, summarize
 
 # History may stop this many trading days short of what a window asks for: the
@@ -56,6 +74,13 @@ RESULT_SCHEMA = (
     "days array<int>, mean array<double>, variance array<double>, train_points long, converged boolean, iterations long, "
     "optimizer_message string, log_marginal_likelihood double, hyperparameters string, fit_seconds double"
 )
+# What one backtest task (ticker, model, batch of windows) returns: one record per (window, model), failed ones too.
+BACKTEST_SCHEMA = (
+    "fits array<struct<window string, model string, status string, reason string, error string, train_points long, "
+    "iterations long, converged boolean, fit_seconds double, hyperparameters string, days array<int>, "
+    + ", ".join(f"{name} array<double>" for name in bt.DAY_COLUMNS) + ">>"
+)
+BOOK_WINDOWS = ("2017", "2018Q3")  # the book's year and the held-out quarter before its 2018Q4: plotted
 BOOK_REFERENCE = {
     "numbers": "none: the book reports no metric for chapter 6, only plots (normalised units)",
     "statements": {
@@ -90,18 +115,42 @@ class Config(job.JobConfig):
     task_timeout: float | None = job.option(
         None, "seconds before a fit is killed and reported failed; omitted: no limit", greater_than=0
     )
+    backtest: bool = job.option(
+        False, "instead of --windows: a rolling-origin backtest of every quarter and year from --backtest-start to the "
+        "data's end, each trained only on the days before it, per ticker and model, with naive baselines"
+    )
+    backtest_start: int = job.option(2010, "first year the backtest forecasts", min=1900)
+    backtest_models: str = job.option(
+        "book,sum,periodic,student-t,ou,sum-price",
+        f"GP models the backtest fits, comma-separated, among {', '.join(bt.GP_MODELS)} (the naive forecasts always run)",
+    )
+    lookback_years: int = job.option(2, "backtest: each fit trains on the last N*252 trading days before its window", min=1)
+    stride: int = job.option(3, "backtest: the learned GPs train on every N-th day, counted back from the last", min=1)
+    backtest_max_iter: int = job.option(100, "backtest: L-BFGS iterations at most per fit", min=1)
+    windows_per_task: int = job.option(
+        22, "backtest: windows one task fits in a row (each task is one fresh process and one TensorFlow import)", min=1
+    )
 
     def __post_init__(self):
         super().__post_init__()
         windows = self.parsed_windows
         if len({w.name for w in windows}) != len(windows):
             raise ValueError(f"--windows lists a window twice: {self.windows!r}.")
+        self.parsed_models  # noqa: B018 - validates --backtest-models
         late = [w.name for w in windows if w.year <= self.train_start]
         if late:
             raise ValueError(
                 f"--windows {late} start no later than --train-start {self.train_start}: a window needs at least one "
                 "full training year before it."
             )
+
+    @property
+    def parsed_models(self) -> list[str]:
+        models = [m.strip() for m in self.backtest_models.split(",") if m.strip()]
+        unknown = [m for m in models if m not in bt.GP_MODELS]
+        if unknown or not models or len(set(models)) != len(models):
+            raise ValueError(f"--backtest-models {self.backtest_models!r}: give distinct names among {', '.join(bt.GP_MODELS)}.")
+        return models
 
     @property
     def parsed_windows(self) -> list[Window]:
@@ -293,6 +342,126 @@ def fit_fn(task: parallel.Task, rows, cfg: Config) -> dict:
         "fit_seconds": fit_seconds,
     }
 
+# ---------------------------------------------------------------------------------------------
+# The rolling-origin backtest (--backtest): one task per (ticker, model, batch of windows).
+
+
+def backtest_fn(task: parallel.Task, rows, cfg: Config, batches: dict) -> dict:
+    """Runs in its own process on an executor: one ticker's windows of one batch, with one model."""
+    ticker, model, batch = task.key
+    if model != "naive":
+        tfos_lib.import_tensorflow()  # thread pools sized to the task before GPflow imports TensorFlow
+    fits = bt.run_batch(rows, model, batches[(ticker, model, batch)], lookback_years=cfg.lookback_years,
+                        stride=cfg.stride, max_iter=cfg.backtest_max_iter)
+    return {"fits": fits}
+
+
+def run_backtest(spark, cfg: Config, days) -> tuple[list[dict], dict]:
+    """Fans the backtest out; returns every (ticker, window, model) record (failed tasks' windows too) and costs."""
+    from pyspark.sql import functions as F
+
+    models = cfg.parsed_models
+    check_history(days, [Window.parse(f"{cfg.backtest_start}Q1")], cfg.backtest_start - cfg.lookback_years)
+    per_year: dict[str, dict[int, int]] = {}
+    for row in days.groupBy("ticker", "year").count().collect():
+        per_year.setdefault(row.ticker, {})[row.year] = row["count"]
+    windows = {ticker: [w.name for w in bt.backtest_windows(cfg.backtest_start, years)] for ticker, years in per_year.items()}
+    empty = sorted(t for t, names in windows.items() if not names)
+    if empty:
+        raise stocks.StockDataError(f"{empty[0]}: no window from --backtest-start {cfg.backtest_start} has data (the "
+                                    f"history ends in {max(per_year[empty[0]])}); use an earlier --backtest-start.")
+    batches = bt.plan_batches(windows, ("naive", *models), cfg.windows_per_task)
+    tasks = spark.createDataFrame(list(batches), "ticker string, model string, batch int")
+    rows = (days.where(F.col("year") >= cfg.backtest_start - cfg.lookback_years)
+            .select("ticker", "year", "day", "price").join(F.broadcast(tasks), "ticker"))
+    started = time.perf_counter()
+    results = parallel.run_tasks(
+        backtest_fn, rows, cfg, batches, key=["ticker", "model", "batch"], result_schema=BACKTEST_SCHEMA,
+        spark=spark, output_dir=cfg.output_dir, timeout=cfg.task_timeout,
+    ).collect()
+    wall = time.perf_counter() - started
+    records = []
+    for result in results:
+        key = (result.ticker, result.model, result.batch)
+        if result.status == parallel.OK:
+            records += [{**fit.asDict(recursive=True), "ticker": result.ticker} for fit in result.fits]
+            continue
+        reason = f"task failed: {parallel._last_line(result.error)}"  # a crash or a timeout: every fit of the batch
+        for name in batches[key]:
+            for model in bt.NAIVE_MODELS if result.model == "naive" else (result.model,):
+                records.append({"ticker": result.ticker, "window": name, "model": model, "status": "failed",
+                                "reason": reason, "error": result.error, "fit_seconds": None})
+    cost = {**bt.fit_costs(records, models), "tasks": len(results), "windows_per_task": cfg.windows_per_task,
+            "task_seconds": {"total": sum(r.seconds or 0 for r in results),
+                             "median": float(np.median([r.seconds or 0 for r in results]))},
+            "wall_seconds": wall, "executors": sorted({r.executor for r in results if r.executor})}
+    return records, {"windows": windows, "cost": cost}
+
+
+def report_backtest(cfg: Config, records: list[dict], info: dict, days) -> dict:
+    """Scores, aggregates and plots the backtest; returns metrics.json's results."""
+    from pyspark.sql import functions as F
+
+    models = cfg.parsed_models
+    summary = bt.summarize(records, models)
+    out = cfg.output_dir
+    bt.plot_calibration(f"{out}/calibration.png", {m: summary["pit"][m] for m in (*models, "random-walk") if m in summary["pit"]})
+    plots = {"calibration": "calibration.png", "over_time": {}, "forecasts": {}}
+    for ticker, by_model in summary["per_window"].items():
+        series = {m: [(bt.window_time(Window.parse(w)), s["coverage_95"], s["nlpd"]) for w, s in by_model[m].items() if "Q" in w]
+                  for m in (*models, "random-walk") if m in by_model}
+        bt.plot_over_time(f"{out}/{ticker}_backtest.png", ticker, series)
+        plots["over_time"][ticker] = f"{ticker}_backtest.png"
+    best = summary["default_model"]["name"]
+    years = sorted({int(w[:4]) for w in BOOK_WINDOWS} | {int(w[:4]) - 1 for w in BOOK_WINDOWS})
+    history = days.where(F.col("year").isin(years)).select("ticker", "year", "day", "price").toPandas()
+    plots["forecasts"] = bt.plot_forecasts(out, records, best, BOOK_WINDOWS, history)
+    bt.write_predictions(f"{out}/backtest_predictions.csv", records)
+    return {
+        "settings": {"start": cfg.backtest_start, "lookback_years": cfg.lookback_years, "stride": cfg.stride,
+                     "max_iter": cfg.backtest_max_iter, "models": models, "naive": list(bt.NAIVE_MODELS),
+                     "levels": list(bt.LEVELS), "point_forecast": "the predictive median",
+                     "nlpd": "nats per day of the actual price (a log-price model's density includes the Jacobian)"},
+        "windows": info["windows"], "default_model": summary["default_model"], "table": summary["table"],
+        "failed": summary["failed"], "cost": info["cost"], "plots": plots, "per_window": summary["per_window"],
+    }
+
+
+def require_gpflow() -> None:
+    if importlib.util.find_spec("gpflow") is None:
+        raise ModuleNotFoundError(
+            "stock_gp fits with GPflow, which is not installed: pip install 'gpflow>=2.11,<2.12' "
+            "'tensorflow-probability>=0.25,<0.26' (the 'gp' extra of tfos_lib), on the driver and the executors."
+        )
+
+
+def backtest_main(spark, cfg: Config, run, log, days, source: str) -> dict:
+    """--backtest: fits, scores, plots, metrics.json, the table in the log."""
+    require_gpflow()
+    log.info("backtest from %d: models %s and the naive forecasts on %s", cfg.backtest_start, cfg.backtest_models, source)
+    records, info = run_backtest(spark, cfg, days)
+    results = report_backtest(cfg, records, info, days)
+    metrics = run.write_metrics(
+        data={"source": source, "tickers": len(info["windows"]),
+              "windows": {t: len(w) for t, w in info["windows"].items()}},
+        results={"backtest": results}, book_reference=BOOK_REFERENCE,
+    )
+    log.info("%-6s %-13s %8s %8s %8s %8s %9s | years: %8s %8s", "ticker", "model", "cov95", "cov80", "cov50", "NLPD",
+             "RMSE", "cov95", "NLPD")
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for row in results["table"]:
+        q, y = row["quarters"], row["years"]
+        log.info("%-6s %-13s %8s %8s %8s %8s %9.2f | years: %8s %8s", row["ticker"], row["model"], fmt(q.get("coverage_95")),
+                 fmt(q.get("coverage_80")), fmt(q.get("coverage_50")), fmt(q.get("nlpd")), q.get("rmse", float("nan")),
+                 fmt(y.get("coverage_95")), fmt(y.get("nlpd")))
+    cost = results["cost"]
+    log.info("default model: %s (%s)", results["default_model"]["name"], results["default_model"]["why"])
+    log.info("%d GP fits (median %.2f s, p95 %.2f s) + %d naive forecasts in %d tasks on %d executor(s): %.0f s wall; "
+             "%d failed %s; wrote %s/metrics.json", cost["fits"], cost["fit_seconds"]["median"] or 0,
+             cost["fit_seconds"]["p95"] or 0, cost["naive_forecasts"], cost["tasks"], len(cost["executors"]),
+             cost["wall_seconds"], cost["failed"], cost["failed_by_reason"] or "", cfg.output_dir)
+    return metrics
+
 
 def main(argv=None) -> dict:
     cfg = job.parse_config(Config, argv, description=__doc__.split("\n\n")[0])
@@ -302,6 +471,12 @@ def main(argv=None) -> dict:
     spark = job.spark_session("stock_gp")
     prices, source = load_data(spark, cfg)
     days = with_trading_days(prices).persist()
+    if cfg.backtest:
+        try:
+            return backtest_main(spark, cfg, run, log, days, source)
+        finally:
+            days.unpersist()
+            prices.unpersist()
     train, years_df, truth_df, average_df = preprocess(spark, days, list(windows.values()), cfg.train_start)
     train = train.persist()
     try:
@@ -311,11 +486,7 @@ def main(argv=None) -> dict:
             raise stocks.StockDataError(
                 f"{flat[0].file}: every price dated {flat[0].year} is the same; a year needs movement to be standardised."
             )
-        if importlib.util.find_spec("gpflow") is None:
-            raise ModuleNotFoundError(
-                "stock_gp fits with GPflow, which is not installed: pip install 'gpflow>=2.11,<2.12' "
-                "'tensorflow-probability>=0.25,<0.26' (the 'gp' extra of tfos_lib), on the driver and the executors."
-            )
+        require_gpflow()
         log.info("fitting one GP per ticker and window (%s kernel) on %s", cfg.kernel, source)
         fits = parallel.run_tasks(  # tfos: one Spark task and one fresh TensorFlow process per (ticker, window)
             fit_fn, train, cfg, key=["ticker", "window"], result_schema=RESULT_SCHEMA, spark=spark,

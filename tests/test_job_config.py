@@ -260,6 +260,7 @@ def test_a_redeclaration_with_its_own_bounds_replaces_the_inherited_ones():
     "job,argv,message",
     [
         ("stock_gp", ["--task-timeout", "0"], "--task-timeout must be > 0; got 0."),
+        ("stock_gp", ["--windows-per-task", "0"], "--windows-per-task must be >= 1; got 0."),
         ("mnist", ["--seed", "-1"], "--seed must be between 0 and 4294967295 (inclusive); got -1."),
         ("sentiment", ["--synthetic-rows", "1"], "--synthetic-rows must be >= 2; got 1."),
         ("stock_gp", ["--num-workers", "2"], "unknown option(s) --num-workers"),

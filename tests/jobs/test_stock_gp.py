@@ -16,6 +16,7 @@ import pytest
 from jobs import stock_gp
 from tfos_lib.datasets import stocks
 from tfos_lib.datasets.stocks import StockDataError
+from tfos_lib.gp import backtest as bt
 from tfos_lib.gp import scoring
 
 REPO = str(Path(__file__).resolve().parents[2])  # tests/<group>/test_x.py -> the repository
@@ -52,6 +53,8 @@ def _run(data, out, *options):
         (["--windows", "2017,2017"], "lists a window twice"),
         (["--windows", "2008", "--train-start", "2008"], "no later than --train-start"),
         (["--kernel", "linear"], "invalid choice"),
+        (["--backtest-models", "book,arima"], "--backtest-models 'book,arima': give distinct names among book, sum"),
+        (["--lookback-years", "0"], "--lookback-years must be >= 1; got 0."),
     ],
 )
 def test_options_that_cannot_work_are_refused(argv, message, capsys):
@@ -229,3 +232,39 @@ def test_fits_spread_over_two_executors_on_local_cluster(tmp_path, book_data):
     assert results["fits"]["count"] == 3 and results["failed"] == []
     assert len(results["fits"]["executors"]) == 2, results["fits"]  # 3 fits, 2 single-core executors
     assert [(r["window"], r["days"]) for r in results["table"]] == [("2018Q3", 62)] * 3  # day 188 is past the data
+
+
+def test_tiny_backtest_over_two_executors(tmp_path):
+    """--backtest as a user runs it: every window of 2018 per ticker and model, batches spread over 2 executors."""
+    data = tmp_path / "data"
+    _write(data, start="2016-01-01")
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [os.path.join(REPO, "spark-submit.sh"), "stock_gp", "--master", "local-cluster[2,1,2048]", "--",
+         "--data-dir", str(data), "--output-dir", str(out), "--backtest", "--backtest-start", "2018",
+         "--lookback-years", "1", "--backtest-models", "book,ou", "--backtest-max-iter", "20", "--windows-per-task", "3"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-5000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    backtest = metrics["results"]["backtest"]
+    assert backtest["windows"] == {t: ["2018Q1", "2018Q2", "2018Q3"] for t in ("GROWTH", "INDUSTRIAL")}
+    cost = backtest["cost"]
+    assert (cost["fits"], cost["naive_forecasts"], cost["failed"], cost["tasks"]) == (2 * 3 * 2, 2 * 3 * 3, 0, 2 * 3)
+    assert len(cost["executors"]) == 2, cost  # 6 tasks, 2 single-core executors
+    assert 0 < cost["fit_seconds"]["median"] <= cost["fit_seconds"]["p95"]
+    assert {(r["ticker"], r["model"]) for r in backtest["table"]} == {
+        (t, m) for t in ("GROWTH", "INDUSTRIAL") for m in ("book", "ou", *bt.NAIVE_MODELS)}
+    for row in backtest["table"]:
+        quarters = row["quarters"]
+        assert quarters["windows"] == 3 and row["years"] == {"windows": 0}
+        assert (quarters["nlpd"] is None) == (row["model"] in ("last-value", "average-curve"))
+        if quarters["nlpd"] is not None:
+            assert 0 <= quarters["coverage_50"] <= quarters["coverage_80"] <= quarters["coverage_95"] <= 1
+            assert quarters["width_50"] < quarters["width_80"] < quarters["width_95"]
+    default = backtest["default_model"]
+    assert default["name"] in ("book", "ou") and default["why"] and set(default["candidates"]) == {"book", "ou"}
+    for png in ("calibration.png", "GROWTH_backtest.png", f"GROWTH_2018Q3_backtest_{default['name']}.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    predictions = pd.read_csv(out / "backtest_predictions.csv")
+    assert len(predictions) == 2 * 5 * (63 + 63 + 62)  # tickers x models (2 GP + 3 naive) x days scored
