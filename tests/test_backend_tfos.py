@@ -12,9 +12,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
-
 import tensorflowonspark  # noqa: F401  (a broken install must fail here, not skip: it is in the test extra)
+
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 SCRIPT = """
