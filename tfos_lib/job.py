@@ -12,6 +12,7 @@ default. Each field is declared with :func:`option`, whose bounds and choices
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import logging
 import math
@@ -118,6 +119,9 @@ class JobConfig:
     output_dir: str = option("output", "where metrics.json, the model and plots go")
     # numpy's and TensorFlow's seeds are unsigned 32-bit: anything else fails later, on the workers.
     seed: int = option(0, "random seed for splits, shuffling and initialisation", min=0, max=2**32 - 1)
+    overwrite: bool = option(
+        False, "start over: move an earlier run in --output-dir aside (to <dir>.replaced-<time>) first"
+    )
 
     def __post_init__(self):
         # One generic check for every field of every subclass; cross-field rules follow in subclasses.
@@ -273,11 +277,26 @@ class JobRun:
     """
 
     def __init__(self, job: str, cfg: JobConfig, training: bool | None = None):
+        from tfos_lib import runstate, storage
+
         self.job = job
         self.cfg = cfg
         self.training = isinstance(cfg, LaunchConfig) if training is None else training
         self.started_at = datetime.now(timezone.utc)
         self._started = time.perf_counter()
+        # One run per output directory, from now until this process ends (the launcher re-enters it).
+        output_dir = storage.normalize(cfg.output_dir)
+        if getattr(cfg, "overwrite", False):
+            with runstate.RunLock(output_dir):  # never move a directory another run is using
+                pass
+            runstate.move_aside(output_dir)
+        elif storage.exists(storage.join(output_dir, "metrics.json")) and not runstate.has_checkpoint(output_dir):
+            logging.getLogger("tfos_lib.job").warning(
+                "%s holds the results of an earlier run; this run replaces them (--overwrite moves them aside instead)",
+                output_dir,
+            )
+        self._lock = runstate.RunLock(output_dir).acquire()
+        atexit.register(self._lock.release)
 
     @property
     def elapsed(self) -> float:
@@ -306,7 +325,15 @@ class JobRun:
         if self.training:
             metrics |= {"num_workers": self.cfg.num_workers, "backend": self.cfg.backend}
         report.write_metrics(self.cfg.output_dir, metrics)
+        self.release()
         return metrics
+
+    def release(self) -> None:
+        """Gives up the output directory's lock (done by :meth:`write_metrics`, else when the process ends)."""
+        if self._lock is not None:
+            self._lock.release()
+            atexit.unregister(self._lock.release)
+            self._lock = None
 
 
 def run_main(main) -> None:
@@ -316,11 +343,12 @@ def run_main(main) -> None:
     anything else keeps its full traceback.
     """
     from tfos_lib.errors import LauncherTimeout, WorkerError
+    from tfos_lib.runstate import OutputDirBusy
 
     code = 0
     try:
         main()
-    except (FileNotFoundError, ValueError, WorkerError, LauncherTimeout) as error:
+    except (FileNotFoundError, ValueError, WorkerError, LauncherTimeout, OutputDirBusy) as error:
         print(f"error: {error}", file=sys.stderr)
         code = 1
     finally:

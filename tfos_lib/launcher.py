@@ -17,6 +17,7 @@ import tempfile
 import time
 from typing import Any, Callable
 
+from tfos_lib import runstate, storage
 from tfos_lib.errors import LauncherTimeout, WorkerError
 from tfos_lib.monitor import Monitor, Timeouts
 
@@ -54,9 +55,11 @@ def run(
             ``"local"`` (one worker in this process, for debugging).
         inputs: name -> DataFrame (split into equal shards, one per worker) or
             :class:`~tfos_lib.feed.Input` (``shard=False``: every worker gets all rows).
-        output_dir: where workers write results; must be reachable by every
-            executor and the driver on a real cluster (a shared or distributed
-            filesystem path). Defaults to a new temporary directory.
+        output_dir: where workers write results: a local path (on a multi-host
+            cluster only with ``spark.tfos.sharedOutputDir=true``, a mount every host
+            shares) or a URI (``s3a://``, ``gs://``, ``hdfs://``, ``abfss://``,
+            ``dbfs:/``; see :mod:`tfos_lib.storage`). One run at a time
+            (:class:`~tfos_lib.runstate.RunLock`). Defaults to a new temporary directory.
         spark: the SparkSession; default: the active one.
         max_restarts: after a worker fails or a timeout fires, relaunch all workers up
             to this many times; training resumes from the last checkpoint
@@ -85,22 +88,36 @@ def run(
         raise ValueError(f"max_restarts must be >= 0; got {max_restarts}.")
     timeouts = timeouts or Timeouts()
     inputs = dict(inputs or {})
-    output_dir = os.path.abspath(output_dir or tempfile.mkdtemp(prefix="tfos-output-"))
-    os.makedirs(output_dir, exist_ok=True)
     if spark is None and (inputs or backend != "local"):
         from pyspark.sql import SparkSession
 
         spark = SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
+    conf = dict(spark.sparkContext.getConf().getAll()) if spark is not None else {}
+    output_dir = storage.check_output_location(output_dir or tempfile.mkdtemp(prefix="tfos-output-"), conf)
+    if backend == "tfos" and storage.is_remote(output_dir):
+        raise ValueError(
+            f"the tfos backend writes its results through local files; it cannot use {output_dir!r}. "
+            "Use backend='barrier' (the default) for an object-store or HDFS output directory."
+        )
     # The process runner and the backends (the barrier backend imports the runner) are
     # imported here, not at the top: `import tfos_lib` must not import the module that
     # child processes run with `python -m tfos_lib.process`.
     from tfos_lib.process import pickle_with_code
 
     payload = pickle_with_code((train_fn, args), train_fn)
-    if backend != "local":
-        check_slots(spark.sparkContext, num_workers, timeouts.start)
     backend_module = importlib.import_module(f"tfos_lib.backends.{backend}")
+    with runstate.RunLock(output_dir):
+        if runstate.has_checkpoint(output_dir):
+            # The options are known here, in seconds; the model's structure is checked by the workers.
+            current = runstate.make_fingerprint(None, runstate.resumable_options(args))
+            runstate.check_resume(runstate.recorded_fingerprint(output_dir), current, output_dir, compare_model=False)
+        if backend != "local":
+            check_slots(spark.sparkContext, num_workers, timeouts.start)
+        return _attempts(backend_module, spark, payload, num_workers, inputs, output_dir, timeouts, max_restarts, backend)
 
+
+def _attempts(backend_module, spark, payload, num_workers, inputs, output_dir, timeouts, max_restarts, backend):
+    """The restart loop around the backend, under the driver's monitor."""
     with Monitor(num_workers, timeouts) as monitor:
         for attempt in range(max_restarts + 1):
             monitor.stage_started()
