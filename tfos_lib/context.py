@@ -85,6 +85,13 @@ class WorkerContext:
 
         return make_callbacks(self, global_batch_size, checkpoint_every_steps, tensorboard, held_out)
 
+    def progress_callback(self, global_batch_size: int):
+        """Only the heartbeats (the driver's stall watch) and the chief's epoch lines, for a ``fit`` without
+        :meth:`callbacks`' checkpoints and TensorBoard."""
+        from tfos_lib.callbacks import _progress_callback
+
+        return _progress_callback(self.tf(), self, global_batch_size)
+
     def fit(self, model, dataset, *, epochs: int, steps_per_epoch: int, callbacks) -> tuple[dict[str, list[float]], float]:
         """``model.fit`` without Keras' own progress bar (the callbacks report to the driver).
 
@@ -128,6 +135,14 @@ class WorkerContext:
         os.makedirs(path, exist_ok=True)
         return path
 
+    def phase(self, name: str) -> None:
+        """Tells the driver this worker entered step ``name`` (e.g. ``"evaluate"``) outside ``fit``.
+
+        Each report restarts the driver's clock for work outside ``fit``
+        (:attr:`~tfos_lib.monitor.Timeouts.phase`).
+        """
+        self.reporter.send("phase", name=name)
+
     def log(self, message: str) -> None:
         """Prints one line tagged with this worker's rank (reaches the executor log)."""
         print(f"[tfos_lib rank {self.rank}/{self.num_workers}] {message}", file=sys.stderr, flush=True)
@@ -169,7 +184,7 @@ def run_worker(spec: WorkerSpec):
     else:
         os.environ.pop("TF_CONFIG", None)
     train_fn, args = cloudpickle.loads(spec.payload)
-    reporter = Reporter(spec.monitor_address, spec.rank)
+    reporter = Reporter(spec.monitor_address, spec.rank, spec.attempt)
     reporter.send("started", host=socket.gethostname(), attempt=spec.attempt)
     remote = storage.is_remote(spec.output_dir)
     # TensorFlow 2.21 cannot write to object stores: it writes here and the files are copied (storage).

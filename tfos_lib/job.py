@@ -19,6 +19,7 @@ import math
 import operator
 import os
 import sys
+import threading
 import time
 import types
 import typing
@@ -122,6 +123,7 @@ class JobConfig:
     overwrite: bool = option(
         False, "start over: move an earlier run in --output-dir aside (to <dir>.replaced-<time>) first"
     )
+    time_limit: float = option(0.0, "seconds the whole job may run before it is stopped (0: no limit)", min=0)
 
     def __post_init__(self):
         # One generic check for every field of every subclass; cross-field rules follow in subclasses.
@@ -207,7 +209,10 @@ def parse_config(config_cls: type[C], argv: Sequence[str] | None = None, descrip
     Exits with status 2 (argparse's convention) on bad options or values.
     """
     parser = build_parser(config_cls, description)
-    args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--"]:  # `spark-submit job.py -- --epochs 2`: spark-submit passes the `--` on
+        argv = argv[1:]
+    args, unknown = parser.parse_known_args(argv)
     if unknown:
         valid = ", ".join(_flag(f.name) for f in command_line_fields(config_cls))
         parser.error(f"unknown option(s) {' '.join(unknown)}. Valid options: {valid}.")
@@ -243,8 +248,26 @@ def launch(train_fn, cfg: LaunchConfig, inputs: dict, spark, extra_args: tuple =
         output_dir=cfg.output_dir,
         spark=spark,
         max_restarts=cfg.max_restarts,
-        timeouts=Timeouts(stall=cfg.stall_timeout),
+        timeouts=Timeouts(stall=cfg.stall_timeout, deadline=_time_limit["deadline"]),
     )
+
+
+# The running job's --time-limit: when it ends (time.monotonic()), and whether it has run out.
+_time_limit: dict = {"deadline": None, "expired": None}
+
+
+def _time_up(seconds: float) -> None:
+    """Runs when --time-limit expires: cancels Spark's jobs and interrupts the driver's main thread."""
+    import _thread
+
+    _time_limit["expired"] = seconds
+    logging.getLogger("tfos_lib.job").error("--time-limit %g s reached: stopping the job", seconds)
+    from pyspark import SparkContext
+
+    sc = SparkContext._active_spark_context
+    if sc is not None:
+        sc.cancelAllJobs()
+    _thread.interrupt_main()
 
 
 def setup_logging() -> logging.Logger:
@@ -297,6 +320,11 @@ class JobRun:
             )
         self._lock = runstate.RunLock(output_dir).acquire()
         atexit.register(self._lock.release)
+        if getattr(cfg, "time_limit", 0):
+            _time_limit["deadline"] = time.monotonic() + cfg.time_limit
+            timer = threading.Timer(cfg.time_limit, _time_up, (cfg.time_limit,))
+            timer.daemon = True
+            timer.start()
 
     @property
     def elapsed(self) -> float:
@@ -350,6 +378,12 @@ def run_main(main) -> None:
         main()
     except (FileNotFoundError, ValueError, WorkerError, LauncherTimeout, OutputDirBusy) as error:
         print(f"error: {error}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        if _time_limit["expired"] is None:
+            raise
+        print(f"error: the job ran longer than --time-limit {_time_limit['expired']:g} s and was stopped.",
+              file=sys.stderr)
         code = 1
     finally:
         from pyspark.sql import SparkSession
