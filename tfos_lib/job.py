@@ -18,6 +18,7 @@ import logging
 import math
 import operator
 import os
+import signal
 import sys
 import threading
 import time
@@ -267,7 +268,11 @@ def _time_up(seconds: float) -> None:
     sc = SparkContext._active_spark_context
     if sc is not None:
         sc.cancelAllJobs()
-    _thread.interrupt_main()
+    # A real SIGINT interrupts a blocking call (sleep, a socket read); interrupt_main alone waits for it to return.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        os.kill(os.getpid(), signal.SIGINT)
+    else:
+        _thread.interrupt_main()
 
 
 def setup_logging() -> logging.Logger:
