@@ -9,7 +9,7 @@
 #   ./spark-submit.sh mnist --master yarn --profile yarn+gpu -- --num-workers 4
 #
 # It finds jobs/<job>.py, packs tfos_lib into build/tfos_lib.zip for the executors
-# (--py-files), applies a Spark profile from conf/ (--profile NAME, or chosen from
+# (--py-files; without this wrapper: python -m tfos_lib.pack build/tfos_lib.zip), applies a Spark profile from conf/ (--profile NAME, or chosen from
 # --master: local[...] -> local, local-cluster[...] -> local-cluster, spark:// ->
 # standalone, yarn -> yarn, k8s:// -> k8s), and makes
 # every Python process use legacy Keras (TF_USE_LEGACY_KERAS=1).
@@ -93,24 +93,19 @@ fi
 # Executors import tfos_lib from this zip, so a cluster needs only the third-party
 # packages installed (or shipped as a packed environment, see cluster/pack-env.sh).
 # Written to a temporary name and renamed: jobs started at the same time never read half a zip.
-"$python" - "$here" "$build" <<'PY'
-import os, sys, zipfile
-root, build = sys.argv[1:3]
-target = os.path.join(build, "tfos_lib.zip")
-tmp = f"{target}.{os.getpid()}.tmp"
-with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-    for folder, dirs, files in os.walk(os.path.join(root, "tfos_lib")):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        for name in files:
-            if name.endswith(".py"):
-                path = os.path.join(folder, name)
-                zf.write(path, os.path.relpath(path, root))
-os.replace(tmp, target)
-PY
-
+PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" -m tfos_lib.pack "$build/tfos_lib.zip" "$here/tfos_lib" >/dev/null
 export TF_USE_LEGACY_KERAS=1
 export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$python}
-executor_python=(--conf "spark.pyspark.python=$python")
+# This Python for the executors only where they run on this host (local, local-cluster, a standalone
+# master on this host), and never over a profile's own spark.pyspark.python (yarn, ec2): elsewhere the
+# executors use their hosts' Python (Spark's default or the site's spark-defaults.conf).
+executor_python=()
+local_master=false
+case $master in ""|local*|spark://localhost*|spark://127.0.0.1*|"spark://$(hostname)"*) local_master=true ;; esac
+if [[ $local_master == true ]] && ! grep -q '^spark.pyspark.python[[:space:]]' "$properties"; then
+  executor_python=(--conf "spark.pyspark.python=$python")
+  export PYSPARK_PYTHON=$python
+fi
 if [[ -n $packed_env ]]; then
   if [[ ! -f $packed_env ]]; then
     echo "error: --packed-env $packed_env does not exist; build it with cluster/pack-env.sh" >&2
@@ -118,14 +113,17 @@ if [[ -n $packed_env ]]; then
   fi
   # Executors unpack the archive into ./env of their working directory and run Python from it.
   executor_python=(--archives "$packed_env#env" --conf spark.pyspark.python=./env/bin/python)
-else
-  export PYSPARK_PYTHON=$python
 fi
+# --load-spark-defaults: the site's conf/spark-defaults.conf still applies (Spark 4 skips it when
+# --properties-file is given); the profile's settings take precedence over it.
+driver_python=()
+[[ $local_master == true ]] && driver_python=(--conf "spark.pyspark.driver.python=$python")
 exec "$submit" \
   --properties-file "$properties" \
+  --load-spark-defaults \
   --py-files "$build/tfos_lib.zip" \
   --conf spark.executorEnv.TF_USE_LEGACY_KERAS=1 \
-  --conf "spark.pyspark.driver.python=$python" \
+  "${driver_python[@]}" \
   --driver-java-options "-Dlog4j2.configurationFile=file:$here/conf/log4j2.properties" \
   "${executor_python[@]}" \
   "${spark_args[@]}" \

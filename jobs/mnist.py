@@ -24,13 +24,12 @@ confusion_matrix.png.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 import tfos_lib
-from tfos_lib import job, report
+from tfos_lib import job, report, storage
 from tfos_lib.datasets import idx
 from tfos_lib.ml import inference
 
@@ -184,7 +183,7 @@ def main(argv=None) -> dict:
     result = job.launch(train_fn, cfg, inputs, spark)
     y_true, y_pred = result.pop("y_true"), result.pop("y_pred")
     # The saved model again, scoring the test set where it lives: as a DataFrame, in the executors.
-    scored = inference.evaluate_classifier(test_df, os.path.join(os.path.abspath(cfg.output_dir), "model"), "image", "label")
+    scored = inference.evaluate_classifier(test_df, storage.join(cfg.output_dir, "model"), "image", "label")
     confusion = report.plot_confusion_matrix(
         f"{cfg.output_dir}/confusion_matrix.png", y_true, y_pred, [str(d) for d in range(10)],
         title=f"MNIST {cfg.model}: test accuracy {result['test_accuracy']:.4f}",

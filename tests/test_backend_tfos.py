@@ -25,6 +25,7 @@ from conftest import regression_frame, train_linear
 
 spark = (SparkSession.builder.master("local-cluster[2,1,1024]")
          .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+         .config("spark.task.maxFailures", "1")
          .config("spark.executorEnv.TF_USE_LEGACY_KERAS", "1").getOrCreate())
 try:
     result = tfos_lib.run(train_linear, 4, num_workers=2, backend="tfos", spark=spark,

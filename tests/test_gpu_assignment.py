@@ -36,6 +36,7 @@ spark = (SparkSession.builder.master("local-cluster[1,2,1024]")
          .config("spark.executor.resource.gpu.amount", "2")
          .config("spark.task.resource.gpu.amount", "1")
          .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+         .config("spark.task.maxFailures", "1")
          .config("spark.executorEnv.TF_USE_LEGACY_KERAS", "1").getOrCreate())
 try:
     tfos_lib.run(report_devices, num_workers=2, spark=spark, output_dir={out!r})

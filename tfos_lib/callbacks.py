@@ -5,9 +5,12 @@ Runs on the workers. Built lazily because TensorFlow is imported only there.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
+
+from tfos_lib import runstate, storage
 
 
 def make_callbacks(ctx, global_batch_size: int, checkpoint_every_steps: int | None = None, tensorboard: bool = True,
@@ -31,16 +34,68 @@ def make_callbacks(ctx, global_batch_size: int, checkpoint_every_steps: int | No
     tf = ctx.tf()
     save_freq = checkpoint_every_steps if checkpoint_every_steps else "epoch"
     callbacks = [
+        # First: refuses a checkpoint of another model/config before BackupAndRestore restores it.
+        _fingerprint_callback(tf, ctx),
         # All workers must take part (saving is collective); non-chief workers write to
         # throw-away directories, which tf-keras derives from backup_dir itself.
         tf.keras.callbacks.BackupAndRestore(backup_dir=ctx.checkpoint_dir, save_freq=save_freq, delete_checkpoint=True),
         _progress_callback(tf, ctx, global_batch_size),
     ]
+    if ctx.is_chief and ctx.output_uri and storage.is_remote(ctx.output_uri):
+        callbacks.insert(2, _checkpoint_sync_callback(tf, ctx, save_freq))  # right after BackupAndRestore saved
     if held_out is not None:
         callbacks.insert(1, _held_out_callback(tf, held_out))  # before Progress, which reports the logs
     if tensorboard and ctx.is_chief:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=os.path.join(ctx.output_dir, "tensorboard")))
     return callbacks
+
+
+def _fingerprint_callback(tf, ctx):
+    class Fingerprint(tf.keras.callbacks.Callback):
+        """Checks (all workers) and records (chief) the fingerprint of the checkpoint this run resumes or writes."""
+
+        def on_train_begin(self, logs=None):
+            current = runstate.make_fingerprint(runstate.model_structure(self.model), ctx.options)
+            path = os.path.join(ctx.checkpoint_dir, "chief", runstate.FINGERPRINT_FILE)
+            if os.path.exists(os.path.join(ctx.checkpoint_dir, "chief", "checkpoint")) and os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    runstate.check_resume(json.load(f), current, ctx.output_uri or ctx.output_dir)
+            elif ctx.is_chief:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w", encoding="utf-8") as f:
+                    json.dump(current, f, indent=1, sort_keys=True)
+
+    return Fingerprint()
+
+
+def _checkpoint_sync_callback(tf, ctx, save_freq):
+    """Chief only: copies each new checkpoint to the output URI (index last), and removes it there at the end."""
+    local = os.path.join(ctx.checkpoint_dir, "chief")
+    remote = storage.join(ctx.output_uri, "checkpoints", "chief")
+
+    def sync():
+        if os.path.isdir(local):
+            storage.upload(local, remote, last=("checkpoint",), prune=True)
+
+    class CheckpointSync(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self._steps = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._steps += 1
+            if save_freq != "epoch" and self._steps % save_freq == 0:
+                sync()
+
+        def on_epoch_end(self, epoch, logs=None):
+            sync()
+
+        def on_train_end(self, logs=None):
+            # BackupAndRestore deleted the local checkpoint: training completed.
+            if not os.path.exists(os.path.join(local, "checkpoint")):
+                storage.delete(remote)
+
+    return CheckpointSync()
 
 
 def _held_out_callback(tf, held_out: Callable[[], Mapping[str, float]]):

@@ -8,11 +8,14 @@ process (``barrier``, through :mod:`tfos_lib.process`).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
+from tfos_lib import runstate, storage
 from tfos_lib.feed import InputPlan, ShardData
 from tfos_lib.monitor import Reporter
 
@@ -26,7 +29,9 @@ class WorkerContext:
         num_workers: the number of workers training together.
         output_dir: where the job writes its results (the chief writes the model
             and checkpoints; other workers should write only under
-            :meth:`worker_dir`).
+            :meth:`worker_dir`). Always a local directory: when the run's output
+            is a URI (:attr:`output_uri`), a temporary one whose content is copied
+            there when ``train_fn`` returns (checkpoints: after every save).
         backend: ``"barrier"``, ``"tfos"`` or ``"local"``.
         num_cpus: CPU cores Spark gave this worker; TensorFlow's thread pools are
             sized to it.
@@ -45,6 +50,10 @@ class WorkerContext:
     #: GPU addresses Spark assigned to this worker (also its CUDA_VISIBLE_DEVICES); None without GPU scheduling.
     gpus: tuple[str, ...] | None = None
     reporter: Reporter = field(default_factory=lambda: Reporter(None, 0), repr=False)
+    #: The run's output location as given (a local path or a URI such as ``s3a://bucket/dir``).
+    output_uri: str | None = None
+    #: The job's options that a checkpoint must match to be resumed (see :mod:`tfos_lib.runstate`).
+    options: dict | None = None
     #: The epoch (0-based) the first ``fit`` with :meth:`callbacks` started at: > 0 after
     #: resuming from a checkpoint. None before ``fit``.
     resumed_from_epoch: int | None = None
@@ -75,6 +84,13 @@ class WorkerContext:
         from tfos_lib.callbacks import make_callbacks
 
         return make_callbacks(self, global_batch_size, checkpoint_every_steps, tensorboard, held_out)
+
+    def progress_callback(self, global_batch_size: int):
+        """Only the heartbeats (the driver's stall watch) and the chief's epoch lines, for a ``fit`` without
+        :meth:`callbacks`' checkpoints and TensorBoard."""
+        from tfos_lib.callbacks import _progress_callback
+
+        return _progress_callback(self.tf(), self, global_batch_size)
 
     def fit(self, model, dataset, *, epochs: int, steps_per_epoch: int, callbacks) -> tuple[dict[str, list[float]], float]:
         """``model.fit`` without Keras' own progress bar (the callbacks report to the driver).
@@ -119,6 +135,14 @@ class WorkerContext:
         os.makedirs(path, exist_ok=True)
         return path
 
+    def phase(self, name: str) -> None:
+        """Tells the driver this worker entered step ``name`` (e.g. ``"evaluate"``) outside ``fit``.
+
+        Each report restarts the driver's clock for work outside ``fit``
+        (:attr:`~tfos_lib.monitor.Timeouts.phase`).
+        """
+        self.reporter.send("phase", name=name)
+
     def log(self, message: str) -> None:
         """Prints one line tagged with this worker's rank (reaches the executor log)."""
         print(f"[tfos_lib rank {self.rank}/{self.num_workers}] {message}", file=sys.stderr, flush=True)
@@ -160,12 +184,20 @@ def run_worker(spec: WorkerSpec):
     else:
         os.environ.pop("TF_CONFIG", None)
     train_fn, args = cloudpickle.loads(spec.payload)
-    reporter = Reporter(spec.monitor_address, spec.rank)
+    reporter = Reporter(spec.monitor_address, spec.rank, spec.attempt)
     reporter.send("started", host=socket.gethostname(), attempt=spec.attempt)
+    remote = storage.is_remote(spec.output_dir)
+    # TensorFlow 2.21 cannot write to object stores: it writes here and the files are copied (storage).
+    output_dir = tempfile.mkdtemp(prefix=f"tfos-output-{spec.rank}-") if remote else spec.output_dir
+    if remote:
+        # Every worker restores from the chief's checkpoint (BackupAndRestore reads it on all of them).
+        storage.download(storage.join(spec.output_dir, *CHIEF_CHECKPOINT), os.path.join(output_dir, *CHIEF_CHECKPOINT))
     ctx = WorkerContext(
         rank=spec.rank,
         num_workers=spec.num_workers,
-        output_dir=spec.output_dir,
+        output_dir=output_dir,
+        output_uri=spec.output_dir,
+        options=runstate.resumable_options(args),
         backend=spec.backend,
         num_cpus=spec.num_cpus,
         inputs={name: ShardData(plan, path, spec.num_workers) for name, (plan, path) in spec.inputs.items()},
@@ -175,7 +207,15 @@ def run_worker(spec: WorkerSpec):
     )
     try:
         value = train_fn(ctx, *args)
+        if remote:
+            storage.upload(output_dir, spec.output_dir, exclude=("checkpoints",))
         reporter.send("done")
         return value
     finally:
         reporter.close()
+        if remote:
+            shutil.rmtree(output_dir, ignore_errors=True)
+
+
+#: Where tf-keras' BackupAndRestore keeps the chief's checkpoint, under the output directory.
+CHIEF_CHECKPOINT = ("checkpoints", "chief")

@@ -12,12 +12,15 @@ default. Each field is declared with :func:`option`, whose bounds and choices
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import logging
 import math
 import operator
 import os
+import signal
 import sys
+import threading
 import time
 import types
 import typing
@@ -118,6 +121,10 @@ class JobConfig:
     output_dir: str = option("output", "where metrics.json, the model and plots go")
     # numpy's and TensorFlow's seeds are unsigned 32-bit: anything else fails later, on the workers.
     seed: int = option(0, "random seed for splits, shuffling and initialisation", min=0, max=2**32 - 1)
+    overwrite: bool = option(
+        False, "start over: move an earlier run in --output-dir aside (to <dir>.replaced-<time>) first"
+    )
+    time_limit: float = option(0.0, "seconds the whole job may run before it is stopped (0: no limit)", min=0)
 
     def __post_init__(self):
         # One generic check for every field of every subclass; cross-field rules follow in subclasses.
@@ -203,7 +210,10 @@ def parse_config(config_cls: type[C], argv: Sequence[str] | None = None, descrip
     Exits with status 2 (argparse's convention) on bad options or values.
     """
     parser = build_parser(config_cls, description)
-    args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--"]:  # `spark-submit job.py -- --epochs 2`: spark-submit passes the `--` on
+        argv = argv[1:]
+    args, unknown = parser.parse_known_args(argv)
     if unknown:
         valid = ", ".join(_flag(f.name) for f in command_line_fields(config_cls))
         parser.error(f"unknown option(s) {' '.join(unknown)}. Valid options: {valid}.")
@@ -239,8 +249,30 @@ def launch(train_fn, cfg: LaunchConfig, inputs: dict, spark, extra_args: tuple =
         output_dir=cfg.output_dir,
         spark=spark,
         max_restarts=cfg.max_restarts,
-        timeouts=Timeouts(stall=cfg.stall_timeout),
+        timeouts=Timeouts(stall=cfg.stall_timeout, deadline=_time_limit["deadline"]),
     )
+
+
+# The running job's --time-limit: when it ends (time.monotonic()), and whether it has run out.
+_time_limit: dict = {"deadline": None, "expired": None}
+
+
+def _time_up(seconds: float) -> None:
+    """Runs when --time-limit expires: cancels Spark's jobs and interrupts the driver's main thread."""
+    import _thread
+
+    _time_limit["expired"] = seconds
+    logging.getLogger("tfos_lib.job").error("--time-limit %g s reached: stopping the job", seconds)
+    from pyspark import SparkContext
+
+    sc = SparkContext._active_spark_context
+    if sc is not None:
+        sc.cancelAllJobs()
+    # A real SIGINT interrupts a blocking call (sleep, a socket read); interrupt_main alone waits for it to return.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        os.kill(os.getpid(), signal.SIGINT)
+    else:
+        _thread.interrupt_main()
 
 
 def setup_logging() -> logging.Logger:
@@ -273,11 +305,31 @@ class JobRun:
     """
 
     def __init__(self, job: str, cfg: JobConfig, training: bool | None = None):
+        from tfos_lib import runstate, storage
+
         self.job = job
         self.cfg = cfg
         self.training = isinstance(cfg, LaunchConfig) if training is None else training
         self.started_at = datetime.now(timezone.utc)
         self._started = time.perf_counter()
+        # One run per output directory, from now until this process ends (the launcher re-enters it).
+        output_dir = storage.normalize(cfg.output_dir)
+        if getattr(cfg, "overwrite", False):
+            with runstate.RunLock(output_dir):  # never move a directory another run is using
+                pass
+            runstate.move_aside(output_dir)
+        elif storage.exists(storage.join(output_dir, "metrics.json")) and not runstate.has_checkpoint(output_dir):
+            logging.getLogger("tfos_lib.job").warning(
+                "%s holds the results of an earlier run; this run replaces them (--overwrite moves them aside instead)",
+                output_dir,
+            )
+        self._lock = runstate.RunLock(output_dir).acquire()
+        atexit.register(self._lock.release)
+        if getattr(cfg, "time_limit", 0):
+            _time_limit["deadline"] = time.monotonic() + cfg.time_limit
+            timer = threading.Timer(cfg.time_limit, _time_up, (cfg.time_limit,))
+            timer.daemon = True
+            timer.start()
 
     @property
     def elapsed(self) -> float:
@@ -306,7 +358,15 @@ class JobRun:
         if self.training:
             metrics |= {"num_workers": self.cfg.num_workers, "backend": self.cfg.backend}
         report.write_metrics(self.cfg.output_dir, metrics)
+        self.release()
         return metrics
+
+    def release(self) -> None:
+        """Gives up the output directory's lock (done by :meth:`write_metrics`, else when the process ends)."""
+        if self._lock is not None:
+            self._lock.release()
+            atexit.unregister(self._lock.release)
+            self._lock = None
 
 
 def run_main(main) -> None:
@@ -316,12 +376,19 @@ def run_main(main) -> None:
     anything else keeps its full traceback.
     """
     from tfos_lib.errors import LauncherTimeout, WorkerError
+    from tfos_lib.runstate import OutputDirBusy
 
     code = 0
     try:
         main()
-    except (FileNotFoundError, ValueError, WorkerError, LauncherTimeout) as error:
+    except (FileNotFoundError, ValueError, WorkerError, LauncherTimeout, OutputDirBusy) as error:
         print(f"error: {error}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        if _time_limit["expired"] is None:
+            raise
+        print(f"error: the job ran longer than --time-limit {_time_limit['expired']:g} s and was stopped.",
+              file=sys.stderr)
         code = 1
     finally:
         from pyspark.sql import SparkSession

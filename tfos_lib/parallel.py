@@ -63,6 +63,8 @@ log = logging.getLogger("tfos_lib.parallel")
 
 #: Status values of the ``status`` column.
 OK, FAILED = "ok", "failed"
+#: run_tasks' default limit per task (seconds): no task waits forever unless asked to (timeout=None).
+DEFAULT_TIMEOUT = 3600.0
 #: Columns every result DataFrame has besides the key and result columns.
 STATUS_COLUMNS = ("status", "error", "executor", "seconds")
 _TASK_COLUMN = "_tfos_task"
@@ -100,7 +102,7 @@ def run_tasks(
     result_schema: str | StructType | None = None,
     spark: SparkSession | None = None,
     output_dir: str | None = None,
-    timeout: float | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
     raise_on_failure: bool = False,
 ) -> DataFrame:
     """Runs ``fn(task, payload, *args)`` once per key, each in its own process on an executor.
@@ -127,7 +129,7 @@ def run_tasks(
         output_dir: passed to tasks as ``task.output_dir``; default: a new temporary
             directory. On a cluster it must be a path every executor can write.
         timeout: seconds after which a task's process is killed and the task
-            reported failed; ``None``: no limit.
+            reported failed; default :data:`DEFAULT_TIMEOUT` (one hour); ``None``: no limit.
         raise_on_failure: raise :class:`TaskFailures` instead of returning when any task failed.
 
     Returns:

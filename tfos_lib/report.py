@@ -9,6 +9,7 @@ them alive until ``plt.close``). That matters on headless Spark drivers.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -21,6 +22,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from tfos_lib import storage
 
 __all__ = [
     "METRICS_FILE",
@@ -78,10 +81,14 @@ def write_metrics(output_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
     Raises:
         TypeError: A value has a type that cannot be converted to JSON.
     """
-    output_dir = Path(output_dir)
+    text = json.dumps(_to_json(metrics), indent=2, sort_keys=True, allow_nan=False)
+    if storage.is_remote(str(output_dir)):
+        uri = storage.join(str(output_dir), METRICS_FILE)
+        storage.write_bytes(uri, (text + "\n").encode())  # one object upload: all or nothing
+        return uri
+    output_dir = Path(storage.normalize(str(output_dir)) if storage.scheme(str(output_dir)) else output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / METRICS_FILE
-    text = json.dumps(_to_json(metrics), indent=2, sort_keys=True, allow_nan=False)
     # A temporary file in the same directory, then a rename: a reader (or a rerun that
     # dies half-way) never sees a truncated metrics.json, only the old or the new one.
     tmp = output_dir / f".{METRICS_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
@@ -108,7 +115,7 @@ def read_metrics(output_dir: str | Path) -> dict[str, Any]:
     Raises:
         FileNotFoundError: There is no ``metrics.json`` in the directory.
     """
-    return json.loads((Path(output_dir) / METRICS_FILE).read_text(encoding="utf-8"))
+    return json.loads(storage.read_bytes(storage.join(str(output_dir), METRICS_FILE)).decode("utf-8"))
 
 
 def new_figure(figsize: tuple[float, float]) -> Figure:
@@ -119,8 +126,13 @@ def new_figure(figsize: tuple[float, float]) -> Figure:
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Writes ``fig`` as a PNG at ``path`` (parent directories created)."""
-    path = Path(path)
+    """Writes ``fig`` as a PNG at ``path`` (parent directories created; a URI is written through storage)."""
+    if storage.is_remote(str(path)):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100)
+        storage.write_bytes(str(path), buffer.getvalue())
+        return str(path)
+    path = Path(storage.normalize(str(path)) if storage.scheme(str(path)) else path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=100)
     return path

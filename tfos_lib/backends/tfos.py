@@ -84,7 +84,7 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
         outcomes = _wait_for_results(results_dir, num_workers, monitor)
     finally:
         try:
-            cluster.shutdown(timeout=-1)
+            cluster.shutdown(timeout=int(timeouts.shutdown))  # TFoS's own watchdog ends a hung shutdown
         except SystemExit:  # TFoS exits the driver when a worker put an error in its queue
             pass
         for df in persisted:

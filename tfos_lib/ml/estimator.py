@@ -275,6 +275,7 @@ def _train_fn(ctx: WorkerContext, spec: _TrainSpec) -> dict:
         epochs=spec.epochs,
         steps_per_epoch=train.steps_per_epoch(spec.batch_size),
         verbose=2 if (spec.verbose and ctx.is_chief) else 0,
+        callbacks=[ctx.progress_callback(spec.batch_size)],  # heartbeats: the driver's stall watch covers fit
     )
     if not ctx.is_chief:
         return {}

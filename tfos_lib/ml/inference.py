@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from tfos_lib import storage
+
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame
 
@@ -105,18 +107,28 @@ def load_model(model_path: str, signature: str = "serving_default"):
         ValueError: a SavedModel without the requested signature.
     """
     tf = worker_tensorflow()
+    if storage.is_remote(model_path):
+        # TensorFlow 2.21 reads no object store itself: a temporary local copy, loaded into memory.
+        if not storage.exists(model_path):
+            raise FileNotFoundError(f"no model at {model_path!r}. Save one with model.save(path), or check the URI.")
+        with storage.local_copy(model_path) as local:
+            return _load(tf, local, signature, model_path)
     if not os.path.exists(model_path):
         raise FileNotFoundError(
             f"no model at {model_path!r} on this executor. Save one with model.save(path) and put it where every "
-            "executor can read it (a shared or distributed filesystem path)."
+            "executor can read it (a shared or distributed filesystem path, or a URI such as s3a://bucket/model)."
         )
+    return _load(tf, model_path, signature, model_path)
+
+
+def _load(tf, model_path: str, signature: str, shown: str):
     is_keras = os.path.isfile(model_path) or os.path.exists(os.path.join(model_path, "keras_metadata.pb"))
     if is_keras:
         return "keras", tf.keras.models.load_model(model_path, compile=False)
     loaded = tf.saved_model.load(model_path)
     if signature not in loaded.signatures:
         raise ValueError(
-            f"the SavedModel at {model_path!r} has no signature {signature!r}; it has {sorted(loaded.signatures)}. "
+            f"the SavedModel at {shown!r} has no signature {signature!r}; it has {sorted(loaded.signatures)}. "
             "Pass signature=<one of them>."
         )
     function = loaded.signatures[signature]

@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from tfos_lib import job
+from tfos_lib import job, storage
 from tfos_lib.rl import actors
 from tfos_lib.rl.config import DQNConfig
 from tfos_lib.rl.experience import ExperienceChannel
@@ -60,12 +60,50 @@ class _LearnerThread(threading.Thread):
 
 
 
+def _watched_round(spark, cfg: DQNConfig, learners: _LearnerThread, collect, round_index: int):
+    """``collect()`` (one actor round's Spark job) cancelled after ``cfg.round_timeout`` s or when the learners fail."""
+    group = f"tfos-dqn-actors-{round_index}"
+    box: dict = {}
+
+    def work():
+        spark.sparkContext.setJobGroup(group, f"DQN actor round {round_index}", interruptOnCancel=True)
+        try:
+            box["rows"] = collect()
+        except BaseException as error:  # re-raised on the driver loop below
+            box["error"] = error
+
+    thread = threading.Thread(target=work, name=group, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+        learners_failed = learners.error is not None or not learners.is_alive()
+        if thread.is_alive() and (learners_failed or time.monotonic() - started > cfg.round_timeout):
+            spark.sparkContext.cancelJobGroup(group)
+            thread.join(30)
+            if learners_failed and learners.error is not None:
+                raise learners.error
+            raise TimeoutError(
+                f"actor round {round_index} took longer than {cfg.round_timeout:.0f} s (--round-timeout)"
+                if not learners_failed else f"the learners stopped during actor round {round_index}"
+            )
+    if "error" in box:
+        raise box["error"]
+    return box["rows"]
+
+
 def train(spark, cfg: DQNConfig, num_actions: int) -> dict:
     """Actor rounds until ``env_steps`` agent steps are played, learners training alongside.
 
     Resumes where the last learner checkpoint in ``output_dir`` left off. Returns the
     learners' summary plus the training episodes and timings.
     """
+    if storage.is_remote(cfg.output_dir):
+        raise ValueError(
+            f"--output-dir {cfg.output_dir!r}: the DQN actors and learners exchange experience through files under "
+            "it, which needs a local path or a filesystem mounted on every host (NFS, /dbfs); object-store URIs are "
+            "not supported for this job yet."
+        )
     channel = ExperienceChannel(cfg.output_dir)
     state_path = os.path.join(cfg.output_dir, "checkpoints", LEARNER_STATE)
     done_rounds, env_steps = 0, 0
@@ -98,7 +136,8 @@ def train(spark, cfg: DQNConfig, num_actions: int) -> dict:
             epsilon = cfg.epsilon(env_steps)
             weights = policy[1] if policy is not None and epsilon < 1.0 else None
             t0 = time.perf_counter()
-            rows = actors.collect_round(spark, cfg, num_actions, round_index, num_actors, weights, epsilon)
+            rows = _watched_round(spark, cfg, learners, lambda: actors.collect_round(
+                spark, cfg, num_actions, round_index, num_actors, weights, epsilon), round_index)
             actor_seconds += time.perf_counter() - t0
             per_rank = [[] for _ in range(cfg.num_workers)]
             rank_steps = [0] * cfg.num_workers
@@ -127,7 +166,12 @@ def train(spark, cfg: DQNConfig, num_actions: int) -> dict:
         channel.abort(f"{type(error).__name__}: {error}")
         learners.join(timeout=120)
         raise
-    learners.join()
+    learners.join(timeout=cfg.round_timeout)
+    if learners.is_alive():
+        raise TimeoutError(
+            f"the learners did not finish within {cfg.round_timeout:.0f} s (--round-timeout) after the last actor "
+            "round; see the executor logs."
+        )
     if learners.error is not None:
         raise learners.error
     if learners.result is None:
