@@ -163,7 +163,7 @@ def test_job_skips_and_counts_bad_files_with_the_keras_classifier(spark, tmp_pat
     assert set(skipped) == {"truncated.jpg", "readme.txt", "empty.jpg", "stray.jpg"}
     assert sum(c["train"] + c["test"] for c in metrics["data"]["per_class"].values()) == 16
     assert metrics["results"]["classifier"] == "keras" and 0.0 <= metrics["results"]["test_accuracy"] <= 1.0
-    assert (tmp_path / "out" / "keras_classifier" / "model" / "saved_model.pb").exists()
+    assert (tmp_path / "out" / "keras_classifier" / "model" / "1" / "saved_model.pb").exists()
 
 
 def test_bad_options_are_refused(capsys):
