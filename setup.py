@@ -47,11 +47,15 @@ EXTRAS = {
     # The Ms. Pac-Man DQN job (ch. 14): ale-py >= 0.9 ships the Atari ROMs in its wheel (no download);
     # ale-py 0.12 is the one built against gymnasium 1.x's registration API.
     "rl": ["gymnasium>=1.4,<1.5", "ale-py>=0.12,<0.13"],
+    # Running .tflite files (tfos_lib.export.tflite, the tflite job): LiteRT's interpreter left TensorFlow
+    # (tf.lite.Interpreter is deprecated); 2.3 installs beside TF 2.21 and numpy 1.26 without changing them.
+    "tflite": ["ai-edge-litert>=2.3,<2.4"],
     "test": [
         "gymnasium>=1.4,<1.5",
         "ale-py>=0.12,<0.13",
         "gpflow>=2.11,<2.12",
         "tensorflow-probability>=0.25,<0.26",
+        "ai-edge-litert>=2.3,<2.4",
         "pytest>=8",
         "pytest-timeout>=2.3",
         "tensorflowonspark==2.2.5",

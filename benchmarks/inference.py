@@ -11,6 +11,12 @@ floats each) in:
   (the first pass) includes starting the Python workers, importing TensorFlow
   and loading the model.
 
+The same DataFrame path on 1 executor also scores the model's TF Serving export
+(``tfos_lib.export.saved_model``, read through its ``serving_default`` signature) and
+its full-integer int8 ``.tflite`` (``tfos_lib.export.tflite``, LiteRT, one interpreter
+per Python worker), so the ratios compare LiteRT int8 vs SavedModel vs plain
+``model.predict`` per core, in the same run.
+
 Each figure is the fastest of 3 passes (on a shared machine the fastest pass is
 the least disturbed one).
 
@@ -52,9 +58,14 @@ def make_images(rows: int, seed: int = 0):
 
 
 def save_model(name: str, path: str) -> dict:
+    from tfos_lib.export import saved_model, tflite
+
     tf = tfos_lib.import_tensorflow()
     tf.keras.utils.set_random_seed(0)
-    harness.build_model(name).save(path, save_format="tf")
+    model = harness.build_model(name)
+    model.save(path, save_format="tf")
+    saved_model.export_saved_model(model, path + "_serving", name, version=1)
+    tflite.convert(model, path + "_int8.tflite", quantization="int8", representative_data=make_images(200, seed=1))
     return {}
 
 
@@ -131,9 +142,12 @@ def main() -> None:
             ("plain all threads", "plain", {"threads": None}),
             ("dataframe 1 executor", "dataframe", {"executors": 1}),
             ("dataframe 2 executors", "dataframe", {"executors": 2}),
+            ("dataframe 1 executor savedmodel", "dataframe", {"executors": 1, "model_path": model_path + "_serving"}),
+            ("dataframe 1 executor litert int8", "dataframe",
+             {"executors": 1, "model_path": model_path + "_int8.tflite"}),
         ]
         for label, kind, params in plan:
-            result = harness.measure(__file__, kind, model_path=model_path, rows=rows, **params)
+            result = harness.measure(__file__, kind, **{"model_path": model_path, "rows": rows, **params})
             figures[f"{model_name} {label}"] = result
             if "error" in result:
                 line = f"FAILED {result['error']}"
@@ -161,6 +175,12 @@ def main() -> None:
         ratios[f"{model_name}_dataframe_2x_vs_plain_all_threads"] = (
             round(two / all_threads, 3) if two and all_threads else None
         )
+        keras, serving = rate(f"{model_name} dataframe 1 executor"), rate(f"{model_name} dataframe 1 executor savedmodel")
+        litert, plain = rate(f"{model_name} dataframe 1 executor litert int8"), rate(f"{model_name} plain 1 thread")
+        for name, value, base in (("litert_int8_vs_savedmodel", litert, serving), ("litert_int8_vs_plain_1thread",
+                                  litert, plain), ("savedmodel_vs_plain_1thread", serving, plain),
+                                  ("savedmodel_vs_keras_dataframe", serving, keras)):
+            ratios[f"{model_name}_{name}"] = round(value / base, 3) if value and base else None
     print()
     for name, value in ratios.items():
         print(f"{name:46s} {value}")

@@ -18,8 +18,9 @@ Run::
     ./spark-submit.sh mnist --master local-cluster[2,1,2048] -- --num-workers 2
     ./spark-submit.sh mnist -- --data-dir /data/mnist --model logreg --epochs 5
 
-Writes to ``--output-dir``: metrics.json, model/ (SavedModel), training_curves.png,
-confusion_matrix.png.
+Writes to ``--output-dir``: metrics.json, models/mnist/<version>/ (SavedModel in the TF
+Serving layout: input ``inputs``, 784 pixels scaled to [0, 1]; output ``outputs``, 10
+probabilities), training_curves.png, confusion_matrix.png.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 import tfos_lib
 from tfos_lib import job, report, storage
 from tfos_lib.datasets import idx
+from tfos_lib.export.saved_model import export_saved_model
 from tfos_lib.ml import inference
 
 BOOK_REFERENCE = {
@@ -156,12 +158,14 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config) -> dict:
     local_model.set_weights(model.get_weights())
     test_loss, test_accuracy = local_model.evaluate(x_test, y_test, batch_size=1000, verbose=0)
     y_pred = probabilities().argmax(axis=1)
-    local_model.save(f"{ctx.output_dir}/model", save_format="tf")
+    exported = export_saved_model(local_model, f"{ctx.output_dir}/models", "mnist",
+                                  preprocessing="784 pixels, row-major 28x28, scaled to [0, 1] (value / 255)")
     examples = train.num_rows * ctx.num_workers * cfg.epochs
     return {
         "history": history,
         "test_loss": float(test_loss),
         "test_accuracy": float(test_accuracy),
+        "saved_model": exported,
         "y_true": y_test.tolist(),
         "y_pred": y_pred.tolist(),
         "examples_per_worker": train.num_rows * cfg.epochs,
@@ -183,7 +187,8 @@ def main(argv=None) -> dict:
     result = job.launch(train_fn, cfg, inputs, spark)
     y_true, y_pred = result.pop("y_true"), result.pop("y_pred")
     # The saved model again, scoring the test set where it lives: as a DataFrame, in the executors.
-    scored = inference.evaluate_classifier(test_df, storage.join(cfg.output_dir, "model"), "image", "label")
+    exported = storage.join(cfg.output_dir, "models", "mnist")  # its latest version
+    scored = inference.evaluate_classifier(test_df, exported, "image", "label")
     confusion = report.plot_confusion_matrix(
         f"{cfg.output_dir}/confusion_matrix.png", y_true, y_pred, [str(d) for d in range(10)],
         title=f"MNIST {cfg.model}: test accuracy {result['test_accuracy']:.4f}",

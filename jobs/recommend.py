@@ -42,7 +42,7 @@ Run::
 
 Writes to ``--output-dir``: metrics.json (metrics per model, baselines, bad rows,
 phase timings and driver peak memory), comparison.png, training_curves.png,
-models/<mf|nn>/ (SavedModels of the ranking models), recommendations/evaluated/<model>/
+models/<mf|nn>/<version>/ (SavedModels of the ranking models, TF Serving layout), recommendations/evaluated/<model>/
 (Parquet top-k of the evaluated visitors, every model) and
 recommendations/all_visitors/ (Parquet top-k of every visitor, ``--recommend-all``).
 """
@@ -57,6 +57,7 @@ import numpy as np
 import tfos_lib
 from tfos_lib import job, report
 from tfos_lib.datasets import retailrocket
+from tfos_lib.export.saved_model import export_saved_model
 from tfos_lib.recsys import models, prepare, ranking, training
 
 MODELS = ("mf", "nn")
@@ -282,7 +283,7 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, plan: TrainPlan) -> dict:
                 result["embedding_gradient_type"] = training.embedding_gradient_type(local)
             factors_file = os.path.join(factors_dir, f"{kind}.npz")
             np.savez(factors_file, **models.scorer_arrays(kind, local, cfg.factors))
-            local.save(os.path.join(ctx.output_dir, "models", kind), save_format="tf")
+            export_saved_model(local, os.path.join(ctx.output_dir, "models"), kind)
             result["ranking"][kind] = {
                 "train_seconds": seconds,
                 "train_positives_per_second": positives.num_rows * ctx.num_workers * cfg.epochs / seconds,

@@ -39,7 +39,7 @@ Run::
     ./spark-submit.sh sentiment --master 'local[2]' -- --num-workers 2 --data-dir ../shared/data/book/ch03
     python3 -m http.server 8000 --bind 127.0.0.1 --directory output/sentiment/web   # then open http://127.0.0.1:8000/
 
-Writes to ``--output-dir``: metrics.json, training_curves.png, model/ (SavedModel),
+Writes to ``--output-dir``: metrics.json, training_curves.png, models/sentiment/<version>/ (SavedModel, TF Serving layout),
 web/ (index.html, model.json, group1-shard1of1.bin, token_index.csv, tf.min.js), and
 the random split's checkpoints and TensorBoard logs under random_row_split/.
 """
@@ -60,6 +60,7 @@ import tfos_lib
 from tfos_lib import job, report
 from tfos_lib.datasets import sentences, text
 from tfos_lib.export import tfjs
+from tfos_lib.export.saved_model import export_saved_model
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE_TEMPLATE = Path(__file__).resolve().parent / "web" / "sentiment.html"
@@ -226,7 +227,8 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, spec: ModelSpec) -> dict:
         "train_seconds": train_seconds,
     }
     if spec.export:
-        local.save(f"{ctx.output_dir}/model", save_format="tf")
+        export_saved_model(local, f"{ctx.output_dir}/models", "sentiment",
+                           preprocessing=f"token ids, pre-padded with 0 to {spec.max_len} (the job's vocabulary)")
         tfjs.save_layers_model(local, f"{ctx.output_dir}/web", metadata={"max_len": spec.max_len})
     return result
 

@@ -265,6 +265,7 @@ def test_a_redeclaration_with_its_own_bounds_replaces_the_inherited_ones():
         ("sentiment", ["--synthetic-rows", "1"], "--synthetic-rows must be >= 2; got 1."),
         ("stock_gp", ["--num-workers", "2"], "unknown option(s) --num-workers"),
         ("mnist", ["--learning-rate", "-1"], "--learning-rate must be > 0; got -1."),
+        ("tflite", ["--calibration-rows", "0"], "--calibration-rows must be >= 1; got 0."),
         ("recommend", ["--learning-rate", "-1"], "--learning-rate must be > 0; got -1."),
         ("recommend", ["--ranking-learning-rate", "nan"], "--ranking-learning-rate must be a finite number"),
         ("sentiment", ["--stall-timeout", "nan"], "--stall-timeout must be a finite number; got nan."),
@@ -295,6 +296,7 @@ def test_jobs_refuse_bad_values_before_starting_spark(capsys, monkeypatch, job, 
 # has workers, backend, epochs and batch size only, pacman_dqn's learners train by agent steps.
 JOB_LAUNCHER_FLAGS = {
     "mnist": LAUNCH_FLAGS + TRAINING_FLAGS,
+    "tflite": LAUNCH_FLAGS + TRAINING_FLAGS,
     "sentiment": LAUNCH_FLAGS + TRAINING_FLAGS,
     "recommend": LAUNCH_FLAGS + TRAINING_FLAGS,
     "pacman_dqn": LAUNCH_FLAGS,

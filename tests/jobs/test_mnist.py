@@ -46,7 +46,8 @@ def test_smoke_local_backend_on_idx_files(spark, tmp_path, check_metrics_envelop
     # The held-out curves sit beside the training ones; the last epoch's is the final test score.
     assert set(results["history"]) == {"loss", "accuracy", "heldout_loss", "heldout_accuracy"}
     assert results["history"]["heldout_accuracy"][-1] == pytest.approx(results["test_accuracy"], abs=1e-6)
-    assert (out / "model" / "saved_model.pb").exists()
+    assert (out / "models" / "mnist" / "1" / "saved_model.pb").exists()
+    assert results["saved_model"] == str(out / "models" / "mnist" / "1")
     for png in ("training_curves.png", "confusion_matrix.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sum(map(sum, results["confusion_matrix"])) == 20

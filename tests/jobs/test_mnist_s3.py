@@ -88,7 +88,7 @@ def test_two_workers_write_to_s3_resume_after_kill_and_load_the_model_from_there
     # The DataFrame inference in the executors loaded the model from S3 and agrees with the chief's figure.
     assert results["dataframe_test_accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-6)
     files = storage.list_files(out)
-    assert {"metrics.json", "model/saved_model.pb", "confusion_matrix.png", "training_curves.png"} <= set(files)
+    assert {"metrics.json", "models/mnist/1/saved_model.pb", "confusion_matrix.png", "training_curves.png"} <= set(files)
     assert any(f.startswith("tensorboard/") for f in files)
     assert not any(f.startswith("checkpoints/chief/ckpt") for f in files)  # removed once training completed
     assert runstate.LOCK_FILE not in files

@@ -194,7 +194,7 @@ def test_job_end_to_end_on_small_generated_data_with_bad_rows(spark, tmp_path, c
     assert every.columns == ["visitor", "rank", "item", "score"]
     assert every.select("visitor").distinct().count() == saved["data"]["visitors"] == metrics["data"]["visitors"]
     assert every.groupBy("visitor").count().agg({"count": "max"}).first()[0] == 10
-    assert (out / "models" / "mf" / "saved_model.pb").exists()
+    assert (out / "models" / "mf" / "1" / "saved_model.pb").exists()
 
 
 def test_bad_options_are_refused(capsys):

@@ -138,8 +138,8 @@ def test_two_workers_train_export_and_write_the_page(sentiment_run, check_metric
     assert set(saved["results"]["probes"]) == set(sentiment.BOOK_PROBES)
     assert all(0.0 < p["distinct_sentence_model"] < 1.0 for p in saved["results"]["probes"].values())
     assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "model" / "saved_model.pb").exists()
-    assert not (out / "random_row_split" / "model").exists()  # only the honest model is exported
+    assert (out / "models" / "sentiment" / "1" / "saved_model.pb").exists()
+    assert not (out / "random_row_split" / "models").exists()  # only the honest model is exported
 
     web = out / "web"
     files = set(os.listdir(web))

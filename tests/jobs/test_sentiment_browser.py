@@ -135,7 +135,7 @@ def _python_scores(out, sentences):
     import tfos_lib
 
     tf = tfos_lib.import_tensorflow()
-    model = tf.keras.models.load_model(str(out / "model"))
+    model = tf.keras.models.load_model(str(out / "models" / "sentiment" / "1"))
     vocabulary = text.Vocabulary.from_csv((out / "web" / "token_index.csv").read_text())
     max_len = model.input_shape[1]
     ids = np.array([text.encode_py(text.tokenize_py(s), vocabulary.index, max_len) for s in sentences], np.int32)

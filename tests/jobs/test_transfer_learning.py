@@ -168,7 +168,7 @@ def test_job_skips_and_counts_bad_files_with_the_keras_classifier(spark, tmp_pat
     assert sum(c["train"] + c["test"] for c in metrics["data"]["per_class"].values()) == 16
     assert metrics["results"]["classifier"] == "keras"
     assert metrics["results"]["test_accuracy"] > _majority_share(metrics), metrics["results"]
-    assert (tmp_path / "out" / "keras_classifier" / "model" / "saved_model.pb").exists()
+    assert (tmp_path / "out" / "keras_classifier" / "model" / "1" / "saved_model.pb").exists()
 
 
 def test_bad_options_are_refused(capsys):

@@ -22,8 +22,9 @@
     fitted.write().overwrite().save("iris_pipeline")   # PipelineModel.load("iris_pipeline") restores it
 
 ``fit`` hands ``featuresCol``/``labelCol`` to :func:`tfos_lib.run` (equal shards,
-one per worker, ``MultiWorkerMirroredStrategy``); the chief saves the trained
-model as a SavedModel in ``modelDir/model``. ``transform`` applies it with
+one per worker, ``MultiWorkerMirroredStrategy``); the chief exports the trained
+model in the TF Serving layout, ``modelDir/model/1/`` (signature ``serving_default``:
+input ``inputs``, output ``outputs``; see :mod:`tfos_lib.export.saved_model`). ``transform`` applies it with
 :mod:`tfos_lib.ml.inference` (Spark's ``predict_batch_udf``, the model loaded once per
 Python worker).
 
@@ -58,6 +59,7 @@ from pyspark.ml.util import (
 )
 
 from tfos_lib.context import WorkerContext
+from tfos_lib.export.saved_model import export_saved_model
 from tfos_lib.launcher import BACKENDS, run
 from tfos_lib.ml import inference
 from tfos_lib.tfenv import import_tensorflow
@@ -118,7 +120,7 @@ class KerasEstimator(Estimator, _KerasModelParams, HasLabelCol, HasSeed, Default
         batchSize: global batch size, summed over the workers (a multiple of numWorkers).
         predictBatchSize: rows per model call in ``transform``.
         seed: initial weights and shuffling.
-        modelDir: where ``fit`` saves the model (``modelDir/model``); the driver and
+        modelDir: where ``fit`` saves the model (``modelDir/model/1/``); the driver and
             every executor must reach it. Default: a new temporary directory (fine
             in local mode and on one host).
         verbose: print Keras's per-epoch lines on the chief.
@@ -286,7 +288,7 @@ def _train_fn(ctx: WorkerContext, spec: _TrainSpec) -> dict:
     if not local_model.built:  # a model without an input shape builds on its first call
         local_model(features[:1])
     local_model.set_weights(model.get_weights())
-    local_model.save(os.path.join(ctx.output_dir, MODEL_SUBDIR), save_format="tf", include_optimizer=False)
+    export_saved_model(local_model, ctx.output_dir, MODEL_SUBDIR, version=1, overwrite=True)
     return {
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},
         "input_size": int(features[0].size) if features.ndim > 1 else None,
@@ -305,7 +307,8 @@ class KerasModel(Model, _KerasModelParams, MLReadable, MLWritable):
     of a multi-value output, else the single value).
 
     Attributes:
-        model_path: the SavedModel the executors load.
+        model_path: the SavedModel the executors load (after ``fit``: ``modelDir/model``, whose
+            latest version is read).
         history: training history from ``fit`` (loss per epoch, ...).
     """
 
@@ -327,7 +330,9 @@ class KerasModel(Model, _KerasModelParams, MLReadable, MLWritable):
         """Wraps an existing saved Keras model (no training) as a Transformer.
 
         Args:
-            model_path: a Keras model saved to a path, readable on every executor.
+            model_path: a Keras model saved to a path, or an export of :func:`export_saved_model`
+                (a version directory, or ``<base_dir>/<name>``: its latest version), readable on
+                every executor.
             input_size: the flat length of the features arrays (None: scalar features).
             **params: Params, e.g. ``featuresCol="image"``.
         """

@@ -1,12 +1,15 @@
 """Batch inference over Spark DataFrames with Spark's own ``predict_batch_udf``.
 
-A saved model (a Keras model saved to a path, or a plain TensorFlow SavedModel
-with a serving signature) is applied to DataFrame columns::
+A saved model is applied to DataFrame columns: an export in the TF Serving layout
+(:mod:`tfos_lib.export.saved_model`, ``<base_dir>/<name>/<version>/``; the model
+directory means its latest version), a LiteRT ``.tflite`` file
+(:mod:`tfos_lib.export.tflite`; one interpreter per Python worker), a Keras model
+saved to a path, or a plain TensorFlow SavedModel with a serving signature::
 
     from tfos_lib.ml import inference
 
-    scored = inference.predict(test_df, "output/mnist/model", ["image"], output_col="probabilities")
-    accuracy = inference.evaluate_classifier(test_df, "output/mnist/model", "image", "label")["accuracy"]
+    scored = inference.predict(test_df, "output/mnist/models/mnist", ["image"], output_col="probabilities")
+    accuracy = inference.evaluate_classifier(test_df, "output/mnist/models/mnist", "image", "label")["accuracy"]
 
 How it runs: ``pyspark.ml.functions.predict_batch_udf`` turns the factory from
 :func:`make_predict_fn` into a pandas UDF. In each Spark Python worker the factory
@@ -91,39 +94,51 @@ def _task_cpus() -> int | None:
 
 
 def load_model(model_path: str, signature: str = "serving_default"):
-    """Loads a saved model for inference. Runs on executors.
+    """Loads a saved model for inference. Runs on executors, once per Python worker.
 
     Args:
-        model_path: a Keras model saved with ``model.save`` (a SavedModel directory
-            with ``keras_metadata.pb``, a ``.keras`` or ``.h5`` file), or any
-            TensorFlow SavedModel directory (then its ``signature`` is used).
-        signature: the serving signature of a plain SavedModel.
+        model_path: an export of :func:`tfos_lib.export.saved_model.export_saved_model`
+            (a version directory, or the model directory ``<base_dir>/<name>``: its
+            latest version), a LiteRT ``.tflite`` file, a Keras model saved with
+            ``model.save`` (a SavedModel directory with ``keras_metadata.pb``, a
+            ``.keras`` or ``.h5`` file), or any TensorFlow SavedModel directory
+            (then its ``signature`` is used).
+        signature: the serving signature of a SavedModel.
 
     Returns:
-        ``(kind, model)``: ``("keras", tf.keras.Model)`` or ``("signature", concrete function)``.
+        ``(kind, model)``: ``("keras", tf.keras.Model)``, ``("signature", concrete
+        function)`` or ``("tflite", LiteRT interpreter)``.
 
     Raises:
         FileNotFoundError: nothing at ``model_path``.
         ValueError: a SavedModel without the requested signature.
     """
-    tf = worker_tensorflow()
     if storage.is_remote(model_path):
         # TensorFlow 2.21 reads no object store itself: a temporary local copy, loaded into memory.
         if not storage.exists(model_path):
             raise FileNotFoundError(f"no model at {model_path!r}. Save one with model.save(path), or check the URI.")
         with storage.local_copy(model_path) as local:
-            return _load(tf, local, signature, model_path)
+            return _load(local, signature, model_path)
     if not os.path.exists(model_path):
         raise FileNotFoundError(
             f"no model at {model_path!r} on this executor. Save one with model.save(path) and put it where every "
             "executor can read it (a shared or distributed filesystem path, or a URI such as s3a://bucket/model)."
         )
-    return _load(tf, model_path, signature, model_path)
+    return _load(model_path, signature, model_path)
 
 
-def _load(tf, model_path: str, signature: str, shown: str):
+def _load(model_path: str, signature: str, shown: str):
+    from tfos_lib.export import saved_model
+
+    if shown.endswith(".tflite"):
+        from tfos_lib.export import tflite
+
+        return "tflite", tflite.interpreter(model_path, num_threads=_task_cpus() or 1)
+    tf = worker_tensorflow()
+    model_path = saved_model.resolve_saved_model(model_path)
+    exported = os.path.exists(os.path.join(model_path, saved_model.SIGNATURE_FILE))
     is_keras = os.path.isfile(model_path) or os.path.exists(os.path.join(model_path, "keras_metadata.pb"))
-    if is_keras:
+    if is_keras and not exported:
         return "keras", tf.keras.models.load_model(model_path, compile=False)
     loaded = tf.saved_model.load(model_path)
     if signature not in loaded.signatures:
@@ -174,6 +189,10 @@ def make_predict_fn(
         kind, model = load_model(model_path, signature)
         if kind == "keras":
             run, shapes = _keras_runner(model, num_inputs)
+        elif kind == "tflite":
+            from tfos_lib.export import tflite
+
+            run, shapes = tflite.batch_runner(model, num_inputs)
         else:
             run, shapes = _signature_runner(model, num_inputs, input_names)
 
@@ -275,6 +294,7 @@ def predict_udf(
     batch_size: int = DEFAULT_BATCH_SIZE,
     input_names: Sequence[str] | None = None,
     signature: str = "serving_default",
+    columns: Sequence[str] | None = None,
 ):
     """A pandas UDF (Spark's ``predict_batch_udf``) applying the model at ``model_path``.
 
@@ -290,12 +310,13 @@ def predict_udf(
         batch_size: rows per model call.
         input_names: for plain SavedModels, the signature inputs in column order.
         signature: for plain SavedModels, the serving signature to call.
+        columns: the input column names, for error messages.
 
     Returns:
         The UDF.
 
     Raises:
-        ValueError: ``batch_size`` < 1 or no inputs.
+        ValueError: ``batch_size`` < 1, no inputs, or columns a ``.tflite`` model does not take.
     """
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql import types as T
@@ -305,6 +326,10 @@ def predict_udf(
     input_sizes = list(input_sizes)
     if not input_sizes:
         raise ValueError("input_sizes must name at least one input (None for a scalar column).")
+    if model_path.endswith(".tflite"):  # refused here, before any executor work
+        from tfos_lib.export import tflite
+
+        tflite.check_inputs(model_path, input_sizes, columns)
     vector = T.ArrayType(T.FloatType())
     return_type = vector if not output_names else T.StructType([T.StructField(n, vector) for n in output_names])
     # Spark reshapes array columns with these; all-None (scalar columns only) must be
@@ -396,6 +421,7 @@ def predict(
         batch_size=batch_size,
         input_names=input_names,
         signature=signature,
+        columns=input_cols,
     )
     return df.withColumn(output_col, udf(*input_cols))
 

@@ -1,0 +1,207 @@
+"""Writes a tf-keras model as a SavedModel in the TensorFlow Serving layout, and finds the latest version.
+
+The layout is what TF Serving (``--model_base_path=<base_dir>/<name>``) and
+``tf.saved_model.load`` read::
+
+    <base_dir>/<name>/<version>/saved_model.pb
+                                variables/
+                                assets.extra/signature.json   (what the signature takes and returns)
+
+``version`` is a positive integer; a new export without one takes the next free
+number, so a server that watches ``<base_dir>/<name>`` picks it up. Each version is
+written under a temporary name and renamed into place, so a watcher never sees
+half a model.
+
+The ``serving_default`` signature has stable names, independent of Keras's layer
+auto-naming:
+
+* inputs: ``inputs`` for a single-input model (else the Keras input names),
+  shape ``[batch, *model input shape]``; pass ``input_names`` to choose them;
+* outputs: ``outputs`` for a single-output model (else the Keras output names);
+  pass ``output_names`` to choose them;
+* ``preprocess``, when given, is traced into the signature before the model (e.g.
+  scaling raw pixels to [0, 1]), so a client sends raw values; otherwise the
+  expected input range is stated in ``signature.json``'s ``preprocessing``.
+
+The directory is also a Keras SavedModel (``tf.keras.models.load_model`` loads it),
+and ``saved_model_cli show --dir <version dir> --all`` lists the signature.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any, Callable, Sequence
+
+__all__ = [
+    "SERVING_SIGNATURE",
+    "SIGNATURE_FILE",
+    "export_saved_model",
+    "latest_version",
+    "read_signature",
+    "resolve_saved_model",
+]
+
+SERVING_SIGNATURE = "serving_default"
+#: Written into every export: the signature's inputs, outputs and preprocessing, as JSON.
+SIGNATURE_FILE = os.path.join("assets.extra", "signature.json")
+
+
+def _versions(model_dir: str) -> list[int]:
+    """Version numbers under ``model_dir`` that hold a complete SavedModel."""
+    if not os.path.isdir(model_dir):
+        return []
+    return sorted(
+        int(entry)
+        for entry in os.listdir(model_dir)
+        if entry.isdigit() and os.path.exists(os.path.join(model_dir, entry, "saved_model.pb"))
+    )
+
+
+def latest_version(model_dir: str) -> int:
+    """The highest version under ``model_dir`` (``<base_dir>/<name>``).
+
+    Raises:
+        FileNotFoundError: no ``<version>/saved_model.pb`` there.
+    """
+    versions = _versions(model_dir)
+    if not versions:
+        found = sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else "nothing (no such directory)"
+        raise FileNotFoundError(
+            f"no model version under {model_dir!r}: expected <version>/saved_model.pb with an integer version, "
+            f"found {found}. Export one with tfos_lib.export.saved_model.export_saved_model(model, base_dir, name)."
+        )
+    return versions[-1]
+
+
+def resolve_saved_model(path: str) -> str:
+    """The SavedModel directory ``path`` means: itself if it holds ``saved_model.pb``, else its latest version.
+
+    Accepts a version directory, a model directory (``<base_dir>/<name>``, served
+    as its highest version) or a plain unversioned SavedModel. Other paths (a
+    ``.keras``/``.h5``/``.tflite`` file, a missing path) come back unchanged.
+    """
+    if not os.path.isdir(path) or os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    return os.path.join(path, str(latest_version(path)))
+
+
+def read_signature(path: str) -> dict | None:
+    """The ``signature.json`` of an export (a version or model directory), or None for other SavedModels."""
+    path = resolve_saved_model(path)
+    file = os.path.join(path, SIGNATURE_FILE)
+    if not os.path.isfile(file):
+        return None
+    with open(file) as f:
+        return json.load(f)
+
+
+def _names(given: Sequence[str] | None, defaults: list[str], single: str, what: str) -> list[str]:
+    if given is not None:
+        names = list(given)
+        if len(names) != len(defaults) or len(set(names)) != len(names):
+            raise ValueError(f"{what} must be {len(defaults)} distinct name(s), one per model {what[:-6]}; "
+                             f"got {names} (the model's are {defaults}).")
+        return names
+    return [single] if len(defaults) == 1 else defaults
+
+
+def _model_inputs(tf, model) -> list:
+    """The model's input tensors or specs (a subclassed model: what it was first called with)."""
+    if model.inputs:
+        return list(model.inputs)
+    saved = model.save_spec() if model.built else None
+    if not saved:
+        raise ValueError("the model has no defined inputs; build it with an Input layer (or call it once) first.")
+    return [spec if spec.name else tf.TensorSpec(spec.shape, spec.dtype, name=f"input_{i}")
+            for i, spec in enumerate(tf.nest.flatten(saved[0]))]
+
+
+def export_saved_model(
+    model,
+    base_dir: str,
+    name: str,
+    *,
+    version: int | None = None,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    preprocess: Callable[[dict], dict] | None = None,
+    input_dtypes: dict[str, Any] | None = None,
+    preprocessing: str | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Writes ``model`` to ``<base_dir>/<name>/<version>/`` with a ``serving_default`` signature.
+
+    Runs wherever the model is (the chief worker, the driver); imports TensorFlow.
+
+    Args:
+        model: a built tf-keras model.
+        base_dir: the model base directory (local or shared path).
+        name: the model name (a directory name).
+        version: a positive integer; default: one more than the highest there.
+        input_names, output_names: the signature's names (default: ``inputs``/``outputs``
+            for one input/output, the Keras names otherwise).
+        preprocess: ``fn({input name: tensor}) -> {input name: tensor}`` traced into the
+            signature before the model (its inputs then take raw values).
+        input_dtypes: signature dtypes by input name when ``preprocess`` takes other
+            dtypes than the model (e.g. ``{"inputs": tf.uint8}``).
+        preprocessing: what a client must do to its inputs (or what ``preprocess``
+            does), recorded in ``signature.json``.
+        overwrite: replace an existing ``version`` (else that is an error).
+
+    Returns:
+        The version directory written.
+
+    Raises:
+        ValueError: a bad name or version, names that do not match the model, or an
+            existing version without ``overwrite``.
+    """
+    from tfos_lib.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    if not name or os.sep in name or name in (".", ".."):
+        raise ValueError(f"name must be a plain directory name; got {name!r}.")
+    model_dir = os.path.join(base_dir, name)
+    if version is None:
+        version = (_versions(model_dir) or [0])[-1] + 1
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive integer (TF Serving's layout); got {version!r}.")
+    path = os.path.join(model_dir, str(version))
+    if os.path.exists(path) and not overwrite:
+        raise ValueError(f"{path} exists already; pass overwrite=True or another version.")
+    model_inputs = _model_inputs(tf, model)
+    inputs = _names(input_names, [t.name.split(":")[0] for t in model_inputs], "inputs", "input_names")
+    outputs = _names(output_names, list(model.output_names or ["outputs"]), "outputs", "output_names")
+    dtypes = input_dtypes or {}
+    specs = [tf.TensorSpec([None, *t.shape[1:]], dtypes.get(n, t.dtype), name=n) for n, t in zip(inputs, model_inputs)]
+
+    @tf.function(input_signature=specs)
+    def serve(*tensors):
+        feeds = dict(zip(inputs, tensors))
+        if preprocess is not None:
+            feeds = preprocess(feeds)
+        args = [feeds[n] for n in inputs]
+        result = model(args if len(args) > 1 else args[0], training=False)
+        result = result if isinstance(result, (list, tuple)) else [result]
+        return dict(zip(outputs, result))
+
+    temporary = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    model.save(temporary, save_format="tf", include_optimizer=False, signatures={SERVING_SIGNATURE: serve})
+    returned = serve.get_concrete_function().structured_outputs
+    description = {
+        "model": name,
+        "version": version,
+        "signature": SERVING_SIGNATURE,
+        "inputs": {s.name: {"dtype": s.dtype.name, "shape": [d for d in s.shape.as_list()]} for s in specs},
+        "outputs": {n: {"dtype": t.dtype.name, "shape": t.shape.as_list()} for n, t in returned.items()},
+        "preprocessing": preprocessing or ("in the graph" if preprocess is not None else "none"),
+    }
+    os.makedirs(os.path.join(temporary, "assets.extra"), exist_ok=True)
+    with open(os.path.join(temporary, SIGNATURE_FILE), "w") as f:
+        json.dump(description, f, indent=2)
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.replace(temporary, path)
+    return path
