@@ -129,9 +129,10 @@ def test_read_corpus_names_the_bad_file_and_byte(spark, tmp_path):
     with pytest.raises(ValueError, match=r"bad\.txt is not utf-8: byte 3 .*--encoding"):
         books.read_corpus(spark, str(tmp_path))
     assert books.read_corpus(spark, str(tmp_path / "bad.txt"), "latin-1").first().text == "caf\u00e9 au lait"
-    (tmp_path / "bad.txt").write_text("  \n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad\.txt is empty"):
-        books.read_corpus(spark, str(tmp_path))
+    (tmp_path / "blank").mkdir()  # a new folder: Spark caches what it listed before
+    (tmp_path / "blank" / "blank.txt").write_text("  \n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"blank\.txt is empty"):
+        books.read_corpus(spark, str(tmp_path / "blank"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         books.read_corpus(spark, str(tmp_path / "nowhere"))
 

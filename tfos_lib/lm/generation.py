@@ -92,7 +92,7 @@ def make_generator(model, vocabulary: list[str], mode: str, seq_length: int, sym
             tf.TensorSpec([], tf.string, name="prompt"), tf.TensorSpec([], tf.int32, name="num_tokens"),
             tf.TensorSpec([], tf.float32, name="temperature"), tf.TensorSpec([], tf.int32, name="top_k"),
             tf.TensorSpec([], tf.int64, name="seed"),
-        ])
+        ], autograph=False)  # the loops below are TensorFlow's (while_loop, cond) or unrolled at tracing
         def generate(self, prompt, num_tokens, temperature, top_k, seed):
             ids = tf.cast(self.table.lookup(self.tokenize(prompt)), tf.int32)
             ids = tf.cond(tf.size(ids) > 0, lambda: ids, lambda: tf.zeros([1], tf.int32))
