@@ -278,6 +278,8 @@ def test_a_redeclaration_with_its_own_bounds_replaces_the_inherited_ones():
         ("pacman_dqn", ["--data-dir", "/data"], "unknown option(s) --data-dir"),
         ("pacman_dqn", ["--learning-rate", "-1"], "--learning-rate must be > 0; got -1."),
         ("pacman_dqn", ["--gamma", "1.5"], "--gamma must be between 0 and 1 (inclusive); got 1.5."),
+        ("text_lstm", ["--tokens", "bytes"], "argument --tokens: invalid choice: 'bytes'"),
+        ("text_lstm", ["--held-out-fraction", "1"], "--held-out-fraction must be between 0 and 1 (exclusive); got 1."),
     ],
 )
 def test_jobs_refuse_bad_values_before_starting_spark(capsys, monkeypatch, job, argv, message):
@@ -302,6 +304,7 @@ JOB_LAUNCHER_FLAGS = {
     "pacman_dqn": LAUNCH_FLAGS,
     "transfer_learning": ["--num-workers", "--backend", "--batch-size", "--epochs"],
     "stock_gp": [],
+    "text_lstm": LAUNCH_FLAGS + TRAINING_FLAGS,
 }
 
 

@@ -21,7 +21,7 @@ CORE = {
     "tfos_lib.monitor", "tfos_lib.rendezvous", "tfos_lib.callbacks", "tfos_lib.tfenv", "tfos_lib.parallel",
 }
 CORE_PACKAGES = ("tfos_lib.backends",)
-DOMAIN_PACKAGES = ("tfos_lib.gp", "tfos_lib.rl", "tfos_lib.recsys")
+DOMAIN_PACKAGES = ("tfos_lib.gp", "tfos_lib.rl", "tfos_lib.recsys", "tfos_lib.lm")
 DATASETS = "tfos_lib.datasets"
 
 
