@@ -34,7 +34,7 @@ Run::
     ./spark-submit.sh text_lstm --master 'local[2]' -- --num-workers 2
     ./spark-submit.sh text_lstm -- --data-dir ../shared/data/book/ch13/postgre_book.txt --tokens word
 
-Writes to ``--output-dir``: metrics.json, samples.txt, training_curves.png, model/
+Writes to ``--output-dir``: metrics.json, samples.txt, training_curves.png, models/text_lstm/<version>/
 (SavedModel with the generation signature), checkpoints.
 """
 
@@ -47,8 +47,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import tfos_lib
-from tfos_lib import job, report
+from tfos_lib import job, report, storage
 from tfos_lib.datasets import books
+from tfos_lib.export import saved_model
 from tfos_lib.lm import generation, ngram
 
 REPO = Path(__file__).resolve().parent.parent
@@ -219,7 +220,8 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, vocabulary: list[str], pr
                                           books.WORD_SYMBOLS, books.OPENING_SYMBOLS)
     samples = {f"{t:g}": generation.generate(generator, prompt, cfg.sample_length, t, cfg.top_k, cfg.seed)
                for t in TEMPERATURES}
-    generation.save_generator(generator, f"{ctx.output_dir}/model")
+    models = f"{ctx.output_dir}/models/text_lstm"  # the TF Serving layout: <name>/<version>/
+    generation.save_generator(generator, f"{models}/{saved_model.next_version(models)}")
     epochs_run = cfg.resolved_epochs - (ctx.resumed_from_epoch or 0)
     return {
         "history": history,
@@ -237,10 +239,11 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, vocabulary: list[str], pr
 
 
 def write_samples(path: str, prompt: str, samples: dict, cfg: Config) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for temperature, text in samples.items():
-            kind = "greedy (the book's decoding)" if float(temperature) == 0 else f"temperature {temperature}"
-            f.write(f"=== {kind}, top-k {cfg.top_k or 'off'}, seed {cfg.seed}, prompt {prompt!r}\n{text}\n\n")
+    parts = []
+    for temperature, text in samples.items():
+        kind = "greedy (the book's decoding)" if float(temperature) == 0 else f"temperature {temperature}"
+        parts.append(f"=== {kind}, top-k {cfg.top_k or 'off'}, seed {cfg.seed}, prompt {prompt!r}\n{text}\n\n")
+    storage.write_bytes(path, "".join(parts).encode("utf-8"))  # a local path or a URI
 
 
 def main(argv=None) -> dict:

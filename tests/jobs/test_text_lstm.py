@@ -74,7 +74,7 @@ def test_two_workers_train_on_a_tiny_text(spark, tmp_path, check_metrics_envelop
     assert results["lstm"]["bits_per_token"] > 0 and set(results["history"]) == {"loss", "heldout_loss"}
     assert sorted(results["samples"]) == ["0", "0.5", "0.8", "1"]
     assert all(s.startswith(results["prompt"]) for s in results["samples"].values())
-    assert (out / "model" / "saved_model.pb").exists() and (out / "training_curves.png").exists()
+    assert (out / "models" / "text_lstm" / "1" / "saved_model.pb").exists() and (out / "training_curves.png").exists()
     assert "greedy" in (out / "samples.txt").read_text(encoding="utf-8")
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "SIGNATURE_FILE",
     "export_saved_model",
     "latest_version",
+    "next_version",
     "read_signature",
     "resolve_saved_model",
 ]
@@ -57,6 +58,11 @@ def _versions(model_dir: str) -> list[int]:
         for entry in os.listdir(model_dir)
         if entry.isdigit() and os.path.exists(os.path.join(model_dir, entry, "saved_model.pb"))
     )
+
+
+def next_version(model_dir: str) -> int:
+    """One more than the highest complete version under ``model_dir`` (1 for a new model)."""
+    return (_versions(model_dir) or [0])[-1] + 1
 
 
 def latest_version(model_dir: str) -> int:
@@ -164,7 +170,7 @@ def export_saved_model(
         raise ValueError(f"name must be a plain directory name; got {name!r}.")
     model_dir = os.path.join(base_dir, name)
     if version is None:
-        version = (_versions(model_dir) or [0])[-1] + 1
+        version = next_version(model_dir)
     if not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be a positive integer (TF Serving's layout); got {version!r}.")
     path = os.path.join(model_dir, str(version))
