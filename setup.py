@@ -47,7 +47,12 @@ EXTRAS = {
     # The Ms. Pac-Man DQN job (ch. 14): ale-py >= 0.9 ships the Atari ROMs in its wheel (no download);
     # ale-py 0.12 is the one built against gymnasium 1.x's registration API.
     "rl": ["gymnasium>=1.4,<1.5", "ale-py>=0.12,<0.13"],
+    # The exoplanets job (ch. 2): YDF's distributed GBT learner and workers; astropy's BoxLeastSquares.
+    # astropy < 7: 7+ requires numpy >= 2 (the core pin is < 2).
+    "trees": ["ydf>=0.16,<0.17", "astropy>=6.1,<7"],
     "test": [
+        "ydf>=0.16,<0.17",
+        "astropy>=6.1,<7",
         "gymnasium>=1.4,<1.5",
         "ale-py>=0.12,<0.13",
         "gpflow>=2.11,<2.12",
