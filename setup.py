@@ -50,7 +50,12 @@ EXTRAS = {
     # Running .tflite files (tfos_lib.export.tflite, the tflite job): LiteRT's interpreter left TensorFlow
     # (tf.lite.Interpreter is deprecated); 2.3 installs beside TF 2.21 and numpy 1.26 without changing them.
     "tflite": ["ai-edge-litert>=2.3,<2.4"],
+    # The exoplanets job (ch. 2): YDF's distributed GBT learner and workers; astropy's BoxLeastSquares.
+    # astropy < 7: 7+ requires numpy >= 2 (the core pin is < 2).
+    "trees": ["ydf>=0.16,<0.17", "astropy>=6.1,<7"],
     "test": [
+        "ydf>=0.16,<0.17",
+        "astropy>=6.1,<7",
         "gymnasium>=1.4,<1.5",
         "ale-py>=0.12,<0.13",
         "gpflow>=2.11,<2.12",

@@ -280,6 +280,9 @@ def test_a_redeclaration_with_its_own_bounds_replaces_the_inherited_ones():
         ("pacman_dqn", ["--gamma", "1.5"], "--gamma must be between 0 and 1 (inclusive); got 1.5."),
         ("text_lstm", ["--tokens", "bytes"], "argument --tokens: invalid choice: 'bytes'"),
         ("text_lstm", ["--held-out-fraction", "1"], "--held-out-fraction must be between 0 and 1 (exclusive); got 1."),
+        ("exoplanets", ["--engine", "xgboost"], "invalid choice: 'xgboost'"),
+        ("exoplanets", ["--validation-fraction", "1"], "--validation-fraction must be between 0 and 1 (exclusive)"),
+        ("exoplanets", ["--batch-size", "8"], "unknown option(s) --batch-size"),
     ],
 )
 def test_jobs_refuse_bad_values_before_starting_spark(capsys, monkeypatch, job, argv, message):
@@ -305,6 +308,8 @@ JOB_LAUNCHER_FLAGS = {
     "transfer_learning": ["--num-workers", "--backend", "--batch-size", "--epochs"],
     "stock_gp": [],
     "text_lstm": LAUNCH_FLAGS + TRAINING_FLAGS,
+    # YDF and MLlib grow trees on whole splits: no batches, steps to watch, or checkpoints to resume.
+    "exoplanets": ["--num-workers", "--backend"],
 }
 
 

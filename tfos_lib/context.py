@@ -7,6 +7,7 @@ process (``barrier``, through :mod:`tfos_lib.process`).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -38,6 +39,11 @@ class WorkerContext:
         inputs: this worker's share of each input DataFrame, by name.
         attempt: 0 on the first launch, n on the n-th restart after a failure.
         reporter: sends progress to the driver (see :mod:`tfos_lib.monitor`).
+        addresses: every worker's ``host:port`` by rank, as the rendezvous gathered them
+            (barrier, tfos); empty on the local backend. TensorFlow's server binds the
+            port only when :meth:`strategy` is created, so a worker that trains with
+            something else (e.g. YDF's distributed workers, :mod:`tfos_lib.ml.forest`)
+            may listen on its own port instead.
     """
 
     rank: int
@@ -57,6 +63,7 @@ class WorkerContext:
     #: The epoch (0-based) the first ``fit`` with :meth:`callbacks` started at: > 0 after
     #: resuming from a checkpoint. None before ``fit``.
     resumed_from_epoch: int | None = None
+    addresses: tuple[str, ...] = ()
     _strategy: object = field(default=None, repr=False)
 
     @property
@@ -204,6 +211,7 @@ def run_worker(spec: WorkerSpec):
         attempt=spec.attempt,
         gpus=spec.gpus,
         reporter=reporter,
+        addresses=tuple(json.loads(spec.tf_config)["cluster"]["worker"]) if spec.tf_config else (),
     )
     try:
         value = train_fn(ctx, *args)

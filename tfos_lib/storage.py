@@ -52,6 +52,16 @@ def is_remote(path: str) -> bool:
     return scheme(path) not in (None, "file", "dbfs")
 
 
+def require_mounted(path: str, why: str) -> str:
+    """``path`` normalised, or a ValueError saying that this use (``why``) needs a local or mounted filesystem."""
+    if is_remote(path):
+        raise ValueError(
+            f"--output-dir {path!r}: {why}, which needs a local path or a filesystem mounted on every host "
+            "(NFS, /dbfs); object-store URIs are not supported for this job yet."
+        )
+    return normalize(path)
+
+
 def normalize(path: str) -> str:
     """The canonical form of an output location: an absolute local path, or a URI without a trailing ``/``.
 

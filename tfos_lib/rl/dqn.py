@@ -98,12 +98,7 @@ def train(spark, cfg: DQNConfig, num_actions: int) -> dict:
     Resumes where the last learner checkpoint in ``output_dir`` left off. Returns the
     learners' summary plus the training episodes and timings.
     """
-    if storage.is_remote(cfg.output_dir):
-        raise ValueError(
-            f"--output-dir {cfg.output_dir!r}: the DQN actors and learners exchange experience through files under "
-            "it, which needs a local path or a filesystem mounted on every host (NFS, /dbfs); object-store URIs are "
-            "not supported for this job yet."
-        )
+    storage.require_mounted(cfg.output_dir, "the DQN actors and learners exchange experience through files under it")
     channel = ExperienceChannel(cfg.output_dir)
     state_path = os.path.join(cfg.output_dir, "checkpoints", LEARNER_STATE)
     done_rounds, env_steps = 0, 0
