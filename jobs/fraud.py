@@ -71,7 +71,7 @@ class Config(job.TrainingConfig):
     )
     min_recall: float = job.option(0.8, "operating point: flag enough to catch more than this share of frauds",
                                    min=0, less_than=1)
-    epochs: int = job.option(8, "passes over the normal training transactions (the book's: 100)")
+    epochs: int = job.option(20, "passes over the normal training transactions (the book's: 100)")
     batch_size: int = job.option(32, "global batch size (the book's: 32)")
     learning_rate: float = job.option(0.001, "Adam's learning rate (the book's: Keras' default)", greater_than=0)
 
