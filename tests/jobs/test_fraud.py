@@ -81,3 +81,12 @@ def test_a_split_without_frauds_is_refused(spark):
     classes = (times < 150) & (times % 7 == 0)  # no fraud in the latest quarter (the test rows)
     with pytest.raises(ValueError, match="the test split has no frauds"):
         fraud.split_rows(_frame(spark, times, classes), fraud.Config())
+
+
+def test_the_books_random_split_is_an_option(spark):
+    classes = (np.arange(2000) % 20 == 0).astype(int)
+    parts, sizes = fraud.split_rows(_frame(spark, np.arange(2000), classes), fraud.Config(split="random", seed=1))
+    assert sizes["test"]["rows"] == pytest.approx(500, abs=60) and sizes["validation"]["rows"] == pytest.approx(300, abs=50)
+    # Shuffled: the test rows span the whole period.
+    assert sizes["test"]["first_time"] < 100 and sizes["test"]["last_time"] > 1900
+    assert parts.where("part = 'test'").count() == sizes["test"]["rows"]  # the cached split does not redraw
