@@ -105,10 +105,11 @@ def split_rows(rows, cfg: Config):
             "Time", [1 - cfg.validation_fraction], 0.0)[0]
         part = F.when(F.col("Time") >= test_from, "test").when(F.col("Time") >= validation_from, "validation")
     else:
-        u = F.rand(cfg.seed)
+        rows = rows.withColumn("_u", F.rand(cfg.seed))  # one draw per row: a second F.rand in the CASE would lag
+        u = F.col("_u")
         part = F.when(u < cfg.test_fraction, "test").when(
             u < cfg.test_fraction + (1 - cfg.test_fraction) * cfg.validation_fraction, "validation")
-    parts = rows.withColumn("part", part.otherwise("fit")).cache()  # also pins F.rand's values
+    parts = rows.withColumn("part", part.otherwise("fit")).drop("_u").cache()  # also pins F.rand's values
     sizes = {r.part: {"rows": r.rows, "frauds": int(r.frauds), "first_time": r.first, "last_time": r.last}
              for r in parts.groupBy("part").agg(F.count(F.lit(1)).alias("rows"), F.sum("Class").alias("frauds"),
                                                 F.min("Time").alias("first"), F.max("Time").alias("last")).collect()}
