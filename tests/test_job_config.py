@@ -283,6 +283,9 @@ def test_a_redeclaration_with_its_own_bounds_replaces_the_inherited_ones():
         ("exoplanets", ["--engine", "xgboost"], "invalid choice: 'xgboost'"),
         ("exoplanets", ["--validation-fraction", "1"], "--validation-fraction must be between 0 and 1 (exclusive)"),
         ("exoplanets", ["--batch-size", "8"], "unknown option(s) --batch-size"),
+        ("fraud", ["--min-recall", "1"], "--min-recall must be >= 0 and < 1; got 1."),
+        ("fraud", ["--test-fraction", "0"], "--test-fraction must be between 0 and 1 (exclusive); got 0."),
+        ("fraud", ["--split", "month"], "invalid choice: 'month'"),
     ],
 )
 def test_jobs_refuse_bad_values_before_starting_spark(capsys, monkeypatch, job, argv, message):
@@ -310,6 +313,7 @@ JOB_LAUNCHER_FLAGS = {
     "text_lstm": LAUNCH_FLAGS + TRAINING_FLAGS,
     # YDF and MLlib grow trees on whole splits: no batches, steps to watch, or checkpoints to resume.
     "exoplanets": ["--num-workers", "--backend"],
+    "fraud": LAUNCH_FLAGS + TRAINING_FLAGS,
 }
 
 

@@ -1,0 +1,92 @@
+"""The fraud job: two workers end to end, the time split, thresholds from validation only, no-fraud splits."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jobs import fraud
+from tfos_lib.datasets import creditcard
+from tfos_lib.ml import anomaly, inference
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("creditcard")
+    table = creditcard.generate_transactions(rows=6000, frauds=150, duplicates=20, seed=3)
+    creditcard.write_creditcard_csv(str(directory / creditcard.CREDITCARD_FILE), table)
+    return str(directory)
+
+
+def test_two_workers_train_and_every_model_is_judged_at_the_validation_threshold(
+        spark, small_data, tmp_path, check_metrics_envelope):
+    out = tmp_path / "out"
+    metrics = fraud.main(["--num-workers", "2", "--epochs", "2", "--data-dir", small_data, "--output-dir", str(out)])
+    saved = json.loads((out / "metrics.json").read_text())
+    check_metrics_envelope(saved, "fraud", training=True)
+    assert saved["num_workers"] == 2 and metrics["backend"] == "barrier"
+    assert saved["data"]["rows_read"] == 6000 and saved["data"]["duplicates_dropped"] == 20
+    results = saved["results"]
+    training = results["training"]
+    assert len(training["history"]["loss"]) == 2 and training["steps_per_worker"] > 0
+    assert set(training["history"]) == {"loss", "heldout_normal_mse", "heldout_pr_auc"}
+    for name in fraud.MODELS:
+        model = results["models"][name]
+        assert 0 <= model["pr_auc"] <= 1 and 0 <= model["roc_auc"] <= 1
+        assert model["at_validation_threshold"]["frauds"] == saved["data"]["splits"]["test"]["frauds"]
+    assert results["model_flag_disagreements"] == 0  # the saved model's fraud flag is the chosen threshold's
+    for png in ("training_curves.png", "recon_error_distributions.png", "pr_curves.png",
+                "threshold_precision_recall.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The threshold in the model is the one the validation rows give, not the test rows'.
+    import tfos_lib
+
+    tf = tfos_lib.import_tensorflow()
+    assert float(tf.saved_model.load(str(out / "models" / "fraud" / "1")).threshold.numpy()) == pytest.approx(results["threshold"])
+    cfg = fraud.Config(data_dir=small_data, output_dir=str(out))
+    rows, _ = creditcard.read_transactions(spark, os.path.join(small_data, creditcard.CREDITCARD_FILE))
+    parts, _ = fraud.add_features(fraud.split_rows(rows, cfg)[0])
+    scored = inference.predict(parts.where("part = 'validation'"), str(out / "models" / "fraud"), ["features"], output_col="s",
+                               output_names=["reconstruction_error"]).select("Class", "s.reconstruction_error")
+    validation = scored.toPandas()
+    errors = np.array([e[0] for e in validation["reconstruction_error"]])
+    assert anomaly.threshold_at_recall(validation["Class"], errors, 0.8) == pytest.approx(results["threshold"], rel=1e-5)
+    assert results["models"]["autoencoder"]["book_rule_on_these_rows"]["threshold"] != results["threshold"]
+
+
+def _frame(spark, times, classes):
+    data = [(i, float(t), *[0.0] * 28, 1.0, int(c)) for i, (t, c) in enumerate(zip(times, classes))]
+    return spark.createDataFrame(data, ["row", *creditcard.COLUMNS])
+
+
+def test_time_split_puts_no_test_row_before_a_training_row(spark):
+    rng = np.random.default_rng(0)
+    times = np.sort(rng.integers(0, 500, 400))  # ties included
+    classes = (np.arange(400) % 10 == 0).astype(int)
+    parts, sizes = fraud.split_rows(_frame(spark, times, classes), fraud.Config())
+    span = {r.part: (r.first, r.last) for r in parts.groupBy("part").agg({"Time": "min"}).join(
+        parts.groupBy("part").agg({"Time": "max"}), "part").toDF("part", "first", "last").collect()}
+    assert span["fit"][1] < span["validation"][0] and span["validation"][1] < span["test"][0]
+    assert sum(s["rows"] for s in sizes.values()) == 400
+    assert sizes["test"]["rows"] == pytest.approx(100, abs=5)
+    assert sizes["validation"]["rows"] == pytest.approx(60, abs=5)
+
+
+def test_a_split_without_frauds_is_refused(spark):
+    times = np.arange(200)
+    classes = (times < 150) & (times % 7 == 0)  # no fraud in the latest quarter (the test rows)
+    with pytest.raises(ValueError, match="the test split has no frauds"):
+        fraud.split_rows(_frame(spark, times, classes), fraud.Config())
+
+
+def test_the_books_random_split_is_an_option(spark):
+    classes = (np.arange(2000) % 20 == 0).astype(int)
+    parts, sizes = fraud.split_rows(_frame(spark, np.arange(2000), classes), fraud.Config(split="random", seed=1))
+    assert sizes["test"]["rows"] == pytest.approx(500, abs=60) and sizes["validation"]["rows"] == pytest.approx(300, abs=50)
+    # Shuffled: the test rows span the whole period.
+    assert sizes["test"]["first_time"] < 100 and sizes["test"]["last_time"] > 1900
+    assert parts.where("part = 'test'").count() == sizes["test"]["rows"]  # the cached split does not redraw
