@@ -272,6 +272,8 @@ def test_a_redeclaration_with_its_own_bounds_replaces_the_inherited_ones():
         ("pacman_dqn", ["--data-dir", "/data"], "unknown option(s) --data-dir"),
         ("pacman_dqn", ["--learning-rate", "-1"], "--learning-rate must be > 0; got -1."),
         ("pacman_dqn", ["--gamma", "1.5"], "--gamma must be between 0 and 1 (inclusive); got 1.5."),
+        ("traffic_signs", ["--steps", "5", "--epochs", "10"], "--steps 5 must be >= --epochs 10"),
+        ("traffic_signs", ["--validation-fraction", "1"], "--validation-fraction must be between 0 and 1 (exclusive)"),
     ],
 )
 def test_jobs_refuse_bad_values_before_starting_spark(capsys, monkeypatch, job, argv, message):
@@ -295,6 +297,7 @@ JOB_LAUNCHER_FLAGS = {
     "pacman_dqn": LAUNCH_FLAGS,
     "transfer_learning": ["--num-workers", "--backend", "--batch-size", "--epochs"],
     "stock_gp": [],
+    "traffic_signs": LAUNCH_FLAGS + TRAINING_FLAGS,
 }
 
 
