@@ -97,8 +97,8 @@ def load_data(spark, cfg: Config):
         total = df.count()
         reasons: dict[str, int] = {}
         for row in bad:
-            reason = row.error if not row.error.startswith("ROI") else "ROI outside the image"
-            reason = "class id outside 0-42" if reason.startswith("class id") else reason
+            reason = ("ROI outside the image" if row.error.startswith("ROI") else
+                      "class id outside 0-42" if row.error.startswith("class id") else row.error.split(":")[0])
             reasons[reason] = reasons.get(reason, 0) + 1
         info[f"{split}_rows"], info[f"{split}_bad"] = total - len(bad), reasons
         info[f"{split}_bad_files"] = [f"{r.key}: {r.error}" for r in bad[:50]]
