@@ -44,6 +44,8 @@ EXTRAS = {
     # The stock-price GP job (ch. 6). gpflow 2.11 needs numpy < 2 (core pin); tfp < 0.26 because
     # gpflow accepts any tfp[tf] >= 0.12 and a newer tfp may want a newer TensorFlow than 2.21.
     "gp": ["gpflow>=2.11,<2.12", "tensorflow-probability>=0.25,<0.26"],
+    # The traffic-signs job (ch. 8): TFP's Flipout layers (Keras-2 layers: built with tf-keras).
+    "bnn": ["tensorflow-probability>=0.25,<0.26"],
     # The Ms. Pac-Man DQN job (ch. 14): ale-py >= 0.9 ships the Atari ROMs in its wheel (no download);
     # ale-py 0.12 is the one built against gymnasium 1.x's registration API.
     "rl": ["gymnasium>=1.4,<1.5", "ale-py>=0.12,<0.13"],

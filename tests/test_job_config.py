@@ -286,6 +286,8 @@ def test_a_redeclaration_with_its_own_bounds_replaces_the_inherited_ones():
         ("fraud", ["--min-recall", "1"], "--min-recall must be >= 0 and < 1; got 1."),
         ("fraud", ["--test-fraction", "0"], "--test-fraction must be between 0 and 1 (exclusive); got 0."),
         ("fraud", ["--split", "month"], "invalid choice: 'month'"),
+        ("traffic_signs", ["--steps", "5", "--epochs", "10"], "--steps 5 must be >= --epochs 10"),
+        ("traffic_signs", ["--validation-fraction", "1"], "--validation-fraction must be between 0 and 1 (exclusive)"),
     ],
 )
 def test_jobs_refuse_bad_values_before_starting_spark(capsys, monkeypatch, job, argv, message):
@@ -314,6 +316,7 @@ JOB_LAUNCHER_FLAGS = {
     # YDF and MLlib grow trees on whole splits: no batches, steps to watch, or checkpoints to resume.
     "exoplanets": ["--num-workers", "--backend"],
     "fraud": LAUNCH_FLAGS + TRAINING_FLAGS,
+    "traffic_signs": LAUNCH_FLAGS + TRAINING_FLAGS,
 }
 
 

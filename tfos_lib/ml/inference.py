@@ -158,6 +158,10 @@ def make_predict_fn(
     output_names: Sequence[str] | None = None,
     input_names: Sequence[str] | None = None,
     signature: str = "serving_default",
+    samples: int = 1,
+    seed: int | None = None,
+    loader: Callable[[str], Any] | None = None,
+    summarize: Callable[[np.ndarray], Any] | None = None,
 ) -> Callable[[], Callable[..., Any]]:
     """The factory ``predict_batch_udf`` calls once per Python worker to load the model.
 
@@ -177,6 +181,17 @@ def make_predict_fn(
             (Keras: ``model.output_names``; signatures: the output keys).
         input_names: signature input names in column order (default: sorted).
         signature: the serving signature of a plain SavedModel.
+        samples: forward passes per batch, for stochastic models (Monte-Carlo
+            dropout, Bayesian layers); the model must have one output. The passes
+            ``(samples, batch, k)`` go to ``summarize``; without it the result is
+            ``(batch, samples * k)``, pass by pass.
+        seed: with ``samples``, reseeds TensorFlow before each batch's passes, so the
+            same rows in the same batches get the same draws (a loaded SavedModel's
+            revived layers ignore it: give a ``loader`` that rebuilds the layers).
+        loader: ``loader(model_path)`` returns the Keras model to use instead of
+            :func:`load_model` (e.g. a model rebuilt from code, then its weights loaded).
+        summarize: ``summarize(passes)`` returns one array or a dict of arrays by
+            output name, each with the batch first.
 
     Returns:
         A picklable zero-argument factory.
@@ -186,7 +201,7 @@ def make_predict_fn(
 
     def factory():
         # Runs once per Python worker: the model stays loaded for all later batches.
-        kind, model = load_model(model_path, signature)
+        kind, model = ("keras", loader(model_path)) if loader else load_model(model_path, signature)
         if kind == "keras":
             run, shapes = _keras_runner(model, num_inputs)
         elif kind == "tflite":
@@ -199,7 +214,7 @@ def make_predict_fn(
         def predict_batch(*inputs: np.ndarray):
             # inputs[i].shape = [batch, n_i] (flattened tensor column) or [batch] (scalar column)
             arrays = [_reshape(x, shape) for x, shape in zip(inputs, shapes)]
-            outputs = run(arrays)
+            outputs = run(arrays) if samples == 1 and summarize is None else _sampled(run, arrays)
             # outputs: name -> [batch, k] float32
             if output_names is None:
                 if len(outputs) != 1:
@@ -214,6 +229,18 @@ def make_predict_fn(
                     f"the model at {model_path!r} has no output(s) {missing}; its outputs are {list(outputs)}."
                 )
             return {n: outputs[n] for n in output_names}
+
+        def _sampled(run, arrays):
+            if seed is not None:
+                worker_tensorflow().keras.utils.set_random_seed(seed)
+            passes = [run(arrays) for _ in range(samples)]
+            if len(passes[0]) != 1:
+                raise ValueError(f"samples={samples} needs a model with one output; it has {list(passes[0])}.")
+            stacked = np.stack([next(iter(p.values())) for p in passes])  # (samples, batch, k)
+            if summarize is None:
+                return {"samples": stacked.transpose(1, 0, 2).reshape(stacked.shape[1], -1)}
+            summary = summarize(stacked)
+            return {k: _as_2d(v) for k, v in summary.items()} if isinstance(summary, dict) else {"summary": _as_2d(summary)}
 
         # predict_batch_udf counts the function's parameters to decide how many
         # columns it takes; *inputs has none, so give it an explicit signature.
@@ -295,6 +322,7 @@ def predict_udf(
     input_names: Sequence[str] | None = None,
     signature: str = "serving_default",
     columns: Sequence[str] | None = None,
+    **sampling,
 ):
     """A pandas UDF (Spark's ``predict_batch_udf``) applying the model at ``model_path``.
 
@@ -311,6 +339,7 @@ def predict_udf(
         input_names: for plain SavedModels, the signature inputs in column order.
         signature: for plain SavedModels, the serving signature to call.
         columns: the input column names, for error messages.
+        sampling: ``samples``, ``seed``, ``loader``, ``summarize`` of :func:`make_predict_fn`.
 
     Returns:
         The UDF.
@@ -342,6 +371,7 @@ def predict_udf(
             output_names=output_names,
             input_names=input_names,
             signature=signature,
+            **sampling,
         ),
         return_type=return_type,
         batch_size=batch_size,
@@ -395,6 +425,7 @@ def predict(
     batch_size: int = DEFAULT_BATCH_SIZE,
     input_names: Sequence[str] | None = None,
     signature: str = "serving_default",
+    **sampling,
 ) -> "DataFrame":
     """``df`` with the model's output for each row in ``output_col``. Runs on the driver, lazily.
 
@@ -409,6 +440,8 @@ def predict(
         batch_size: rows per model call.
         input_names: for plain SavedModels, the signature inputs in column order.
         signature: for plain SavedModels, the serving signature.
+        sampling: ``samples``, ``seed``, ``loader``, ``summarize``: Monte-Carlo passes
+            of a stochastic model, see :func:`make_predict_fn`.
 
     Returns:
         A new DataFrame (nothing runs until an action).
@@ -422,6 +455,7 @@ def predict(
         input_names=input_names,
         signature=signature,
         columns=input_cols,
+        **sampling,
     )
     return df.withColumn(output_col, udf(*input_cols))
 

@@ -1,0 +1,53 @@
+"""The traffic-signs job: a smoke run on tiny generated GTSRB, 2 workers, bad input that stops it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs import traffic_signs
+from tfos_lib.datasets import gtsrb
+
+TINY = ["--default-tracks", "3", "--default-frames", "2", "--default-test-tracks", "1", "--steps", "6", "--epochs", "2",
+        "--batch-size", "32", "--mc-samples", "4", "--ood-images", "12", "--validation-fraction", "0.34"]
+
+
+def test_smoke_on_generated_data_with_baseline(spark, tmp_path, check_metrics_envelope):
+    out = tmp_path / "out"
+    metrics = traffic_signs.main([*TINY, "--backend", "local", "--output-dir", str(out)])
+    saved = json.loads((out / "metrics.json").read_text())
+    check_metrics_envelope(saved, "traffic_signs", training=True)
+    data, results = saved["data"], saved["results"]
+    assert data["source"] == "generated-gtsrb-pictograms" and data["test_rows"] == 43 * 6
+    assert data["train_images"] + data["validation_images"] == 43 * 3 * 2 == data["train_rows"]
+    assert data["train_bad"] == {} and data["validation_tracks"] > 0
+    assert [row["model"] for row in results["table"]] == ["bayesian", "deterministic", "book (real GTSRB)"]
+    for row in results["table"][:2]:
+        assert 0.0 <= row["test_accuracy"] <= 1.0 and 0.0 <= row["ece"] <= 1.0 and 0.0 <= row["ood_auroc_entropy"] <= 1.0
+    assert results["mc_samples"] == 4 and 0 <= results["pass_accuracy"]["min"] <= results["pass_accuracy"]["max"] <= 1
+    assert results["case_studies"]  # at least one of the book's four cases was found
+    assert metrics["backend"] == "local"
+    for name in ("model", "baseline_model"):
+        assert (out / name / "saved_model.pb").exists()
+    for png in ("training_curves.png", "uncertainty.png", "case_studies.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_two_workers_train_the_flipout_lenet_together(spark, tmp_path):
+    out = tmp_path / "out"
+    metrics = traffic_signs.main([*TINY, "--num-workers", "2", "--no-baseline", "--output-dir", str(out)])
+    assert metrics["num_workers"] == 2 and metrics["backend"] == "barrier"
+    assert [row["model"] for row in metrics["results"]["table"]] == ["bayesian", "book (real GTSRB)"]
+    assert metrics["results"]["training"]["bayesian"]["steps"] == 6
+    assert (out / "model" / "saved_model.pb").exists()
+
+
+def test_too_many_bad_files_stop_the_job_and_list_them(spark, tmp_path):
+    root = tmp_path / "GTSRB"
+    gtsrb.write_synthetic_gtsrb(str(root), 2, 1, 1, 1, seed=2)
+    for class_id in range(3):
+        folder = root / "Final_Training" / "Images" / f"{class_id:05d}"
+        (folder / "00000_00000.ppm").write_bytes(b"P6\n40 40\n255\n" + b"\0" * 100)  # truncated
+    with pytest.raises(ValueError, match=r"(?s)3 of 86 train rows.*unreadable or truncated image.*--max-bad-fraction"):
+        traffic_signs.main(["--data-dir", str(root), "--output-dir", str(tmp_path / "out")])
