@@ -64,6 +64,8 @@ EXTRAS = {
         "tensorflow-probability>=0.25,<0.26",
         "ai-edge-litert>=2.3,<2.4",
         "pytest>=8",
+        # tests/test_storage.py and tests/jobs/test_mnist_s3.py start moto's S3 server on 127.0.0.1.
+        "moto[server]>=5.2,<5.3",
         "pytest-timeout>=2.3",
         "tensorflowonspark==2.2.5",
         # tests/jobs/test_sentiment_browser.py drives Debian's chromium through chromedriver. selenium 4.52

@@ -12,7 +12,6 @@ import pytest
 from tfos_lib.datasets import books, rdata
 
 REPO = Path(__file__).resolve().parents[2]
-BOOK_FILE = REPO.parent / "shared" / "data" / "book" / "ch13" / "postgre_book.txt"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,9 +51,9 @@ def test_char_tokens_are_code_points_with_one_kind_of_newline():
         books.tokenize_py("x", "bytes")
 
 
-@pytest.mark.skipif(not BOOK_FILE.exists(), reason="the book's data folder is not here")
-def test_the_books_file_tokenises_near_the_specs_counts():
-    tokens = books.tokenize_py(BOOK_FILE.read_text(encoding="utf-8"), "word")
+def test_the_books_file_tokenises_near_the_specs_counts(book_data):
+    with open(book_data("ch13", "postgre_book.txt"), encoding="utf-8") as corpus:
+        tokens = books.tokenize_py(corpus.read(), "word")
     # The spec counts 50,743 tokens and 3,583 types with the book's ten symbols; the typographic
     # quotes and dashes it left glued to words now come apart.
     assert 50_743 <= len(tokens) <= 51_500
