@@ -78,6 +78,8 @@ def test_defaults():
         "data_dir": None,
         "output_dir": "output",
         "seed": 0,
+        "overwrite": False,
+        "time_limit": 0.0,
         "num_workers": 1,
         "backend": "barrier",
         "batch_size": 32,
