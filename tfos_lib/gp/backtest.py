@@ -40,7 +40,9 @@ SLACK_DAYS = 5  # a window may miss this many of its trading days at the data's 
 #: GP models fitted by marginal likelihood with priors (:mod:`tfos_lib.gp.models`): name -> (kernel, likelihood,
 #: space). "sum": RBF trend + Matern 1/2 (short-term wandering) + white noise; "periodic": RBF trend + a
 #: yearly periodic + white; "ou": one long Matern 1/2 (Ornstein-Uhlenbeck, random-walk-like) + white;
-#: "student-t": "sum" with a Student-t likelihood (variational); "sum-price": "sum" on prices, not log prices.
+#: "student-t": "sum" with a Student-t likelihood (variational); "sum-price": "sum" on prices, not log prices;
+#: "walk": a Brownian motion pinned at the last day + a random drift + white (the random walk as a GP);
+#: "walk-fixed-drift": the drift as a learned mean instead; "walk-ou": "walk" + a short Matern 1/2.
 LEARNED_MODELS = {
     "sum": ("sum", "gaussian", "log"),
     "periodic": ("periodic", "gaussian", "log"),
