@@ -27,8 +27,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 with bucket ``tfos-test``; AWS_* point at it while the module runs."""
-    moto_server = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
+    import boto3
+    from moto import server as moto_server
+
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
