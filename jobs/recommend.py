@@ -348,9 +348,9 @@ def recommend_everyone(spark, cfg: Config, data: dict, scorers: dict, vectors: d
 def main(argv=None) -> dict:
     cfg = job.parse_config(Config, argv, description=__doc__.split("\n\n")[0])
     log = job.setup_logging()
-    run = job.JobRun("recommend", cfg)
     spark = job.spark_session("recommend")
-    storage.check_spark_writable(spark, cfg.output_dir)  # the recommendations are written by Spark (Parquet)
+    storage.check_spark_writable(spark, cfg.output_dir)  # before the run lock: Spark writes the Parquet
+    run = job.JobRun("recommend", cfg)
     timer = ranking.PhaseTimer(ranking.driver_jvm_pid(spark))
     with timer.phase("generate" if not (cfg.events_csv or cfg.data_dir) else "locate", log):
         path, source = events_source(cfg, log, dict(spark.sparkContext.getConf().getAll()))

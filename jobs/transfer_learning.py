@@ -185,9 +185,9 @@ def main(argv=None) -> dict:
 
     cfg = job.parse_config(Config, argv, description=__doc__.split("\n\n")[0])
     log = job.setup_logging()
-    run = job.JobRun("transfer_learning", cfg, training=cfg.classifier == "keras")
     spark = job.spark_session("transfer_learning")
-    storage.check_spark_writable(spark, cfg.output_dir)  # the PipelineModel goes through Spark's writers
+    storage.check_spark_writable(spark, cfg.output_dir)  # before the run lock: Spark writes the model
+    run = job.JobRun("transfer_learning", cfg, training=cfg.classifier == "keras")
     images, classes, skipped, source = load_images(spark, cfg)
     for row in skipped:
         log.warning("skipping %s: %s", row["path"], row["error"])

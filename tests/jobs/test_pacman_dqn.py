@@ -319,6 +319,28 @@ def test_two_actors_two_learners_on_local_cluster_then_resume(tmp_path, check_me
     assert resumed["rounds"] > training["rounds"]
 
 
+def test_an_actor_failure_stops_the_learners(spark, tmp_path, monkeypatch):
+    """The first actor round fails: the driver aborts the experience channel, the learners (a real barrier launch
+    waiting for that round) stop on it, and the job raises the actor's error, in bounded time."""
+    import threading
+    import time
+
+    from tfos_lib.rl import actors
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("actor 0 crashed: the emulator went away")
+
+    monkeypatch.setattr(actors, "collect_round", crash)
+    cfg = pacman_dqn.Config(output_dir=str(tmp_path), env_steps=600, round_timeout=300)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="actor 0 crashed"):
+        dqn.train(spark, cfg, num_actions=9)
+    assert time.monotonic() - started < 180  # the learners did not wait out --round-timeout
+    abort = json.loads((tmp_path / "experience" / "abort.json").read_text())
+    assert "RuntimeError: actor 0 crashed" in abort["reason"]
+    assert not [t for t in threading.enumerate() if t.name == "tfos-dqn-learners" and t.is_alive()]
+
+
 def test_learner_failure_ends_the_job_with_its_traceback(tmp_path):
     """Resuming with a different replay size fails inside the learner; the driver stops at once."""
     out = str(tmp_path / "out")
