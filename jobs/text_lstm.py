@@ -117,7 +117,7 @@ def build_model(cfg: Config, vocabulary_size: int):
     return model
 
 
-def default_corpus(cfg: Config, conf: dict) -> tuple[str, str]:
+def default_corpus(cfg: Config, conf: dict | None = None) -> tuple[str, str]:
     """Writes Austen's novels as text (:func:`tfos_lib.storage.default_data_dir`); returns ``(path, source)``."""
     package = books.find_janeaustenr(["/", str(REPO / "build" / "janeaustenr")])
     if package is None:
