@@ -9,7 +9,8 @@
 # the daemons are started with spark-class directly. Their pids and logs are kept
 # in $TFOS_STANDALONE_DIR (default: /tmp/tfos-standalone-$USER), and `stop`
 # kills only those pids. Settings (environment):
-#   SPARK_MASTER_PORT (7077), SPARK_MASTER_WEBUI_PORT (8080),
+#   SPARK_MASTER_PORT (7077), SPARK_MASTER_WEBUI_PORT (8080); 0: the master binds a free
+#   port itself (no race with other processes) and `start` prints the one it got,
 #   TFOS_WORKER_CORES (1), TFOS_WORKER_MEMORY (2g), TFOS_START_TIMEOUT (60 s).
 set -euo pipefail
 
@@ -56,6 +57,20 @@ start() {
   nohup "$class" org.apache.spark.deploy.master.Master --host 127.0.0.1 --port "$port" --webui-port "$ui_port" \
     >"$state/master.log" 2>&1 &
   echo $! >"$state/master.pid"
+  if [[ $port == 0 || $ui_port == 0 ]]; then  # the ports the master bound, from its log
+    local bound=$((SECONDS + timeout))
+    until grep -q "Starting Spark master at" "$state/master.log" && grep -q "Bound MasterWebUI" "$state/master.log"; do
+      if ((SECONDS >= bound)) || ! alive "$state/master.pid"; then
+        echo "error: the master did not report its ports within ${timeout} s; its log:" >&2
+        tail -20 "$state/master.log" >&2
+        stop
+        exit 1
+      fi
+      sleep 0.5
+    done
+    master_url=$(grep -o "Starting Spark master at spark://[^ ]*" "$state/master.log" | head -1 | awk '{print $NF}')
+    ui_port=$(grep -o "and started at http://[^ ]*" "$state/master.log" | head -1 | sed 's/.*://')
+  fi
   for i in $(seq 1 "$n"); do
     # Each worker gets its own work dir; ports are left to the OS.
     nohup "$class" org.apache.spark.deploy.worker.Worker --host 127.0.0.1 --cores "$cores" --memory "$memory" \

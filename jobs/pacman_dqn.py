@@ -26,7 +26,10 @@ Writes to ``--output-dir``: metrics.json (random policy vs agent: mean, std,
 min, max over the evaluation episodes; env steps, frames, updates, wall time),
 episodes.csv (every training and evaluation episode), training_curves.png (training
 curve and evaluation distributions), episode.gif (one evaluation episode),
-q_network.keras, and checkpoints/.
+models/pacman_dqn/<version>/ (the online Q-network, a SavedModel in the TF Serving layout:
+input ``inputs``, uint8 ``(84, 84, 4)`` frame stacks; output ``outputs``, one Q-value
+per action), and checkpoints/ (the learners' networks, optimizer, progress and replay
+positions under one manifest, :mod:`tfos_lib.rl.checkpoint`).
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ What this job changes, and why:
 Data: Retailrocket's ``events.csv`` (``--data-dir`` with it, or ``--events-csv``).
 Without either, ``--generated-events`` rows (default 200,000) of
 :mod:`tfos_lib.datasets.retailrocket`'s generated log are written to
-``<output-dir>/default-data/events.csv``; ``python3 -m tfos_lib.datasets.retailrocket --out
+``default-data/events.csv`` under ``--output-dir`` when that is a local path, else in a
+local scratch folder (:func:`tfos_lib.storage.default_data_dir`); ``python3 -m tfos_lib.datasets.retailrocket --out
 events.csv`` writes the full-size one (2,756,101 rows).
 
 Run::
@@ -40,7 +41,8 @@ Run::
     ./spark-submit.sh recommend --master 'local[2]' -- --num-workers 2
     python3 -m tfos_lib.datasets.retailrocket --out /data/rr/events.csv && ./spark-submit.sh recommend -- --data-dir /data/rr
 
-Writes to ``--output-dir``: metrics.json (metrics per model, baselines, bad rows,
+Writes to ``--output-dir`` (a local path, or a URI Spark's Hadoop can write: ``s3a://``
+needs the hadoop-aws jar, refused at start without it): metrics.json (metrics per model, baselines, bad rows,
 phase timings and driver peak memory), comparison.png, training_curves.png,
 models/<mf|nn>/<version>/ (SavedModels of the ranking models, TF Serving layout), recommendations/evaluated/<model>/
 (Parquet top-k of the evaluated visitors, every model) and
@@ -55,7 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import tfos_lib
-from tfos_lib import job, report
+from tfos_lib import job, report, storage
 from tfos_lib.datasets import retailrocket
 from tfos_lib.export.saved_model import export_saved_model
 from tfos_lib.recsys import models, prepare, ranking, training
@@ -157,7 +159,7 @@ class TrainPlan:
 # Data (driver; the work is Spark's).
 
 
-def events_source(cfg: Config, log) -> tuple[str, str]:
+def events_source(cfg: Config, log, conf: dict) -> tuple[str, str]:
     """The events.csv to read, and how to describe it (generating the default file if needed)."""
     if cfg.events_csv:
         if not os.path.isfile(cfg.events_csv):
@@ -167,7 +169,7 @@ def events_source(cfg: Config, log) -> tuple[str, str]:
         path = retailrocket.find_events_file(cfg.data_dir)
         return path, f"file:{path}"
     shape = retailrocket.RetailrocketShape.scaled(cfg.generated_events)
-    path = os.path.join(cfg.output_dir, "default-data", "events.csv")
+    path = os.path.join(storage.default_data_dir(cfg.output_dir, "default-data", conf), "events.csv")
     log.info("generating %s events (seed %d) into %s", f"{shape.events:,}", cfg.seed, path)
     retailrocket.write_events(path, retailrocket.generate(shape, cfg.seed), seed=cfg.seed)
     return path, f"generated ({shape.events} events, seed {cfg.seed})"
@@ -288,7 +290,7 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, plan: TrainPlan) -> dict:
                 "train_seconds": seconds,
                 "train_positives_per_second": positives.num_rows * ctx.num_workers * cfg.epochs / seconds,
                 "parameters": int(local.count_params()),
-                "factors_file": factors_file,
+                "factors_file": f"factors/{kind}.npz",  # under the output directory (copied there if a URI)
             }
     result["worker_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return result
@@ -316,7 +318,7 @@ def evaluate(spark, cfg: Config, data: dict, scorers: dict, vectors: dict, num_v
     """Every model's top-k for the evaluated visitors, written as Parquet, scored against their held-out items."""
     ranked = {}
     for name in (*cfg.model_list, "als", "popularity"):
-        out = os.path.join(cfg.output_dir, "recommendations", "evaluated", name)
+        out = storage.join(cfg.output_dir, "recommendations", "evaluated", name)
         recs = ranking.recommend_for(data["eval_visitors"], data["seen"], vectors[name], scorers[name], cfg.top_k,
                                      num_visitors)
         recs.write.mode("overwrite").parquet(out)
@@ -331,7 +333,7 @@ def recommend_everyone(spark, cfg: Config, data: dict, scorers: dict, vectors: d
     """``--recommend-all``'s model's top-k for every visitor (or a seeded sample), as Parquet."""
     from pyspark.sql import functions as F
 
-    out = os.path.join(cfg.output_dir, "recommendations", "all_visitors")
+    out = storage.join(cfg.output_dir, "recommendations", "all_visitors")
     visitors = data["rank_train"].select("visitor").distinct()
     if cfg.recommend_visitors:
         visitors = visitors.orderBy(F.xxhash64(F.lit(cfg.seed + 1), "visitor")).limit(cfg.recommend_visitors)
@@ -346,11 +348,12 @@ def recommend_everyone(spark, cfg: Config, data: dict, scorers: dict, vectors: d
 def main(argv=None) -> dict:
     cfg = job.parse_config(Config, argv, description=__doc__.split("\n\n")[0])
     log = job.setup_logging()
-    run = job.JobRun("recommend", cfg)
     spark = job.spark_session("recommend")
+    storage.check_spark_writable(spark, cfg.output_dir)  # before the run lock: Spark writes the Parquet
+    run = job.JobRun("recommend", cfg)
     timer = ranking.PhaseTimer(ranking.driver_jvm_pid(spark))
     with timer.phase("generate" if not (cfg.events_csv or cfg.data_dir) else "locate", log):
-        path, source = events_source(cfg, log)
+        path, source = events_source(cfg, log, dict(spark.sparkContext.getConf().getAll()))
     with timer.phase("read", log):
         validated = retailrocket.read_events(spark, path, cfg.max_bad_fraction)
         if validated.dropped_rows:
@@ -377,7 +380,8 @@ def main(argv=None) -> dict:
         als_model = train_als(data["rank_train"], cfg)
 
     with timer.phase("evaluate", log):
-        factors_files = {kind: info["factors_file"] for kind, info in trained["ranking"].items()}
+        factors_files = {kind: storage.join(cfg.output_dir, info["factors_file"])
+                         for kind, info in trained["ranking"].items()}
         scorers, vectors = ranking.build_scorers(spark, data["num_items"], data["rank_train"], factors_files, als_model)
         ranked = evaluate(spark, cfg, data, scorers, vectors, summary["evaluated_visitors"], log)
     all_visitors = None

@@ -26,7 +26,8 @@ What this job adds, and why:
 Data: ``--data-dir``: a UTF-8 text file or a folder of them (the book's is
 ``../shared/data/book/ch13/postgre_book.txt``). Without it: Jane Austen's six novels
 from Debian's ``r-cran-janeaustenr``, unpacked without R into ``build/janeaustenr``
-(the error message says how), written as text to ``<output-dir>/default-data``.
+(the error message says how), written as text to ``default-data`` under ``--output-dir``
+when that is a local path, else in a local scratch folder (:func:`tfos_lib.storage.default_data_dir`).
 
 Run::
 
@@ -41,7 +42,6 @@ Writes to ``--output-dir``: metrics.json, samples.txt, training_curves.png, mode
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -117,13 +117,13 @@ def build_model(cfg: Config, vocabulary_size: int):
     return model
 
 
-def default_corpus(cfg: Config) -> tuple[str, str]:
-    """Writes Austen's novels as text under the output folder; returns ``(path, source)``."""
+def default_corpus(cfg: Config, conf: dict | None = None) -> tuple[str, str]:
+    """Writes Austen's novels as text (:func:`tfos_lib.storage.default_data_dir`); returns ``(path, source)``."""
     package = books.find_janeaustenr(["/", str(REPO / "build" / "janeaustenr")])
     if package is None:
         raise FileNotFoundError(f"no --data-dir and no offline default corpus. {books.INSTALL_HINT}; "
                                 "or pass --data-dir with UTF-8 text files.")
-    path = os.path.join(os.path.abspath(cfg.output_dir), "default-data")
+    path = storage.default_data_dir(cfg.output_dir, "default-data", conf)
     books.write_austen_books(package, path)
     return path, f"Jane Austen's six novels (Debian r-cran-janeaustenr, {package})"
 
@@ -138,7 +138,8 @@ def load_data(spark, cfg: Config) -> Corpus:
     """Reads, tokenises and splits the corpus in Spark; encodes it with the training blocks' vocabulary."""
     from pyspark.sql import functions as F
 
-    path, source = (cfg.data_dir, cfg.data_dir) if cfg.data_dir else default_corpus(cfg)
+    path, source = ((cfg.data_dir, cfg.data_dir) if cfg.data_dir
+                    else default_corpus(cfg, dict(spark.sparkContext.getConf().getAll())))
     corpus = books.read_corpus(spark, path, cfg.encoding)
     tokens = corpus.select("book", books.tokenize_column("text", cfg.tokens).alias("tokens"))
     blocks = books.split_blocks(tokens, cfg.held_out_fraction).cache()

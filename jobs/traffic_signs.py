@@ -19,8 +19,9 @@ Data: GTSRB as distributed (``Final_Training/Images/000NN/*.ppm`` with ``GT-000N
 ``Final_Test/Images`` and ``GT-final_test.csv``) from ``--data-dir``, cropped to each
 ROI, with the book's preprocessing (see :mod:`tfos_lib.datasets.gtsrb`). Training and
 validation are split by track (the frames of one track are near duplicates).
-Without ``--data-dir`` the job renders the 43 signs into
-``<output-dir>/default-gtsrb`` in the same layout (reused when present).
+Without ``--data-dir`` the job renders the 43 signs into ``default-gtsrb`` in the
+same layout (reused when present), under ``--output-dir`` when that is a local path,
+else in a local scratch folder (:func:`tfos_lib.storage.default_data_dir`).
 
 Run::
 
@@ -28,21 +29,25 @@ Run::
     ./spark-submit.sh traffic_signs -- --data-dir /data/GTSRB
     ./spark-submit.sh traffic_signs --master 'local-cluster[2,1,2048]' -- --num-workers 2
 
-Writes to ``--output-dir``: metrics.json, model/ (the Flipout LeNet, SavedModel),
-baseline_model/, training_curves.png, uncertainty.png, case_studies.png.
+Writes to ``--output-dir`` (a local path or a URI): metrics.json,
+models/traffic_signs/<version>/ (the Flipout LeNet) and models/traffic_signs_baseline/<version>/,
+SavedModels in the TF Serving layout (input ``inputs``: 1,024 grey values in [0, 1],
+the preprocessing of :func:`tfos_lib.datasets.gtsrb.preprocess`; output ``outputs``:
+43 logits, one Monte-Carlo pass for the Flipout model), training_curves.png,
+uncertainty.png, case_studies.png.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 import tfos_lib
-from tfos_lib import job, report
+from tfos_lib import job, report, storage
 from tfos_lib.datasets import gtsrb
+from tfos_lib.export.saved_model import export_saved_model
 from tfos_lib.ml import bayesian, inference
 
 BOOK_REFERENCE = {
@@ -55,6 +60,7 @@ BOOK_REFERENCE = {
     "source": "chapter 8, L4255, L4446-4481; real GTSRB, no calibration or OOD figures reported",
 }
 SUMMARY = ["mean_probs", "entropy", "mutual_information", "sampled_class"]
+MODEL_NAMES = {True: "traffic_signs", False: "traffic_signs_baseline"}  # by is_bayesian
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,8 @@ def load_data(spark, cfg: Config):
 
     data_dir, info = cfg.data_dir, {}
     if not data_dir:
-        data_dir = os.path.join(os.path.abspath(cfg.output_dir), "default-gtsrb")
+        conf = dict(spark.sparkContext.getConf().getAll())
+        data_dir = storage.default_data_dir(cfg.output_dir, "default-gtsrb", conf)
         info = gtsrb.write_synthetic_gtsrb(data_dir, cfg.default_tracks, cfg.default_frames, cfg.default_test_tracks,
                                            seed=cfg.seed)
     info = {"source": f"gtsrb:{cfg.data_dir}" if cfg.data_dir else "generated-gtsrb-pictograms", "generated": info}
@@ -145,19 +152,21 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, is_bayesian: bool, num_tr
     if not ctx.is_chief:
         return {}
     local_model.set_weights(model.get_weights())
-    local_model.save(os.path.join(ctx.output_dir, "model" if is_bayesian else "baseline_model"), save_format="tf")
+    export_saved_model(local_model, f"{ctx.output_dir}/models", MODEL_NAMES[is_bayesian],
+                       preprocessing="1,024 grey values in [0, 1] (tfos_lib.datasets.gtsrb.preprocess); outputs: "
+                                     "43 logits" + (", one Monte-Carlo pass per call" if is_bayesian else ""))
     examples = steps_per_epoch * cfg.epochs * cfg.batch_size
     return {"history": history, "train_seconds": seconds, "steps": steps_per_epoch * cfg.epochs,
             "examples_per_second": examples / seconds}
 
 
-def score(df, cfg: Config, model_dir: str, is_bayesian: bool) -> dict[str, np.ndarray]:
+def score(df, cfg: Config, is_bayesian: bool) -> dict[str, np.ndarray]:
     """Scores ``df`` (``key``, ``image``[, ``label``]) in the executors; returns the columns on the driver.
 
     Bayesian: ``cfg.mc_samples`` passes per image, summarised in the executors
     (:func:`bayesian.mc_summary`). Deterministic: one pass, the same summary with one sample.
     """
-    path = os.path.join(os.path.abspath(cfg.output_dir), model_dir)
+    path = storage.join(cfg.output_dir, "models", MODEL_NAMES[is_bayesian])  # its latest version, local or URI
     loader = functools.partial(bayesian.load_lenet, num_classes=gtsrb.NUM_CLASSES, bayesian=is_bayesian)
     scored = inference.predict(
         df, path, ["image"], output_col="mc", output_names=SUMMARY, batch_size=256, loader=loader,
@@ -223,8 +232,7 @@ def main(argv=None) -> dict:
     trained = {"bayesian": job.launch(train_fn, cfg, inputs, spark, extra_args=(True, num_train))}
     if cfg.baseline:
         trained["deterministic"] = job.launch(train_fn, cfg, inputs, spark, extra_args=(False, num_train))
-    scores = {name: (score(test, cfg, model_dir, name == "bayesian"), score(ood, cfg, model_dir, name == "bayesian"))
-              for name, model_dir in (("bayesian", "model"), ("deterministic", "baseline_model")) if name in trained}
+    scores = {name: (score(test, cfg, name == "bayesian"), score(ood, cfg, name == "bayesian")) for name in trained}
     evaluations = {name: evaluate(name, *pair) for name, pair in scores.items()}
     bnn_test, bnn_ood = scores["bayesian"]
     pass_accuracies = np.mean(bnn_test["sampled_class"] == bnn_test["label"][:, None], axis=0)

@@ -17,8 +17,9 @@ and metrics.json says so: such features are far weaker than ImageNet ones.
 Data: ``--data-dir`` holds one folder per class (``buses/``, ``cars/``); the label
 is the folder (classes sorted: buses 0, cars 1, as in the book). Files that are
 not decodable images are skipped and listed in metrics.json. Without
-``--data-dir`` the job draws synthetic buses and cars (JPEG) into
-``<output-dir>/default-images``.
+``--data-dir`` the job draws synthetic buses and cars (JPEG) into ``default-images``
+under ``--output-dir`` when that is a local path, else in a local scratch folder
+(:func:`tfos_lib.storage.default_data_dir`).
 
 Run::
 
@@ -27,19 +28,20 @@ Run::
     ./spark-submit.sh transfer_learning -- --data-dir ch12 --weights inception_v3_notop.h5
     ./spark-submit.sh transfer_learning --master 'local-cluster[2,1,2048]' -- --classifier keras --num-workers 2
 
-Writes to ``--output-dir``: metrics.json, pipeline_model/ (a Spark ML PipelineModel),
+Writes to ``--output-dir`` (a local path, or a URI Spark's Hadoop can write:
+``s3a://`` needs the hadoop-aws jar, refused at start without it): metrics.json,
+pipeline_model/ (a Spark ML PipelineModel),
 test_predictions.png (test images with predicted and true class), confusion_matrix.png.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import time
 from dataclasses import dataclass
 
 import tfos_lib
-from tfos_lib import job, report
+from tfos_lib import job, report, storage
 from tfos_lib.datasets import image_folders
 from tfos_lib.launcher import BACKENDS
 from tfos_lib.ml.image_featurizer import BACKBONES, DeepImageFeaturizer
@@ -125,7 +127,7 @@ def build_pipeline(cfg: Config, num_classes: int):
                 epochs=cfg.epochs,
                 batchSize=cfg.batch_size,
                 seed=cfg.seed,
-                modelDir=os.path.abspath(os.path.join(cfg.output_dir, "keras_classifier")),
+                modelDir=storage.join(cfg.output_dir, "keras_classifier"),
             ),
         ]
     )
@@ -150,7 +152,8 @@ def load_images(spark, cfg: Config):
     if cfg.data_dir:
         data_dir, source = cfg.data_dir, f"image-folders:{cfg.data_dir}"
     else:
-        data_dir = os.path.join(cfg.output_dir, "default-images")
+        conf = dict(spark.sparkContext.getConf().getAll())
+        data_dir = storage.default_data_dir(cfg.output_dir, "default-images", conf)
         image_folders.write_synthetic_image_folders(data_dir, per_class=cfg.default_images, seed=cfg.seed)
         source = "synthetic-buses-and-cars"
     folders = image_folders.read_image_folders(spark, data_dir)
@@ -182,8 +185,9 @@ def main(argv=None) -> dict:
 
     cfg = job.parse_config(Config, argv, description=__doc__.split("\n\n")[0])
     log = job.setup_logging()
-    run = job.JobRun("transfer_learning", cfg, training=cfg.classifier == "keras")
     spark = job.spark_session("transfer_learning")
+    storage.check_spark_writable(spark, cfg.output_dir)  # before the run lock: Spark writes the model
+    run = job.JobRun("transfer_learning", cfg, training=cfg.classifier == "keras")
     images, classes, skipped, source = load_images(spark, cfg)
     for row in skipped:
         log.warning("skipping %s: %s", row["path"], row["error"])
@@ -210,7 +214,7 @@ def main(argv=None) -> dict:
         row["prediction_label"]: {k: v for k, v in row.asDict().items() if k != "prediction_label"}
         for row in predictions.crosstab("prediction", "label").collect()
     }
-    model.write().overwrite().save(os.path.join(os.path.abspath(cfg.output_dir), "pipeline_model"))
+    model.write().overwrite().save(storage.join(cfg.output_dir, "pipeline_model"))
 
     rows = predictions.orderBy("label", "path").collect()
     y_true, y_pred = [r.label for r in rows], [int(r.prediction) for r in rows]

@@ -51,6 +51,40 @@ def pytest_runtest_makereport(item, call):
     )
 
 
+def _spark_work_dir() -> str:
+    import pyspark
+
+    return os.path.join(os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__), "work")
+
+
+def _cwds_in_use() -> set[str]:
+    """Working directories of this host's live processes (an executor's is its app's work dir)."""
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            found.add(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_local_cluster_work_dirs():
+    """``local-cluster`` executors unpack each app under ``SPARK_HOME/work/<app>``, and nothing removes them.
+    At the end of the session, the app folders that appeared during it go, unless a live process still works
+    in one (another run on this host)."""
+    work = _spark_work_dir()
+    before = set(os.listdir(work)) if os.path.isdir(work) else set()
+    yield
+    if not os.path.isdir(work):
+        return
+    in_use = _cwds_in_use()
+    for app in set(os.listdir(work)) - before:
+        path = os.path.join(work, app)
+        if not any(cwd == path or cwd.startswith(path + os.sep) for cwd in in_use):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def book_data():
     """``path(*parts)``: a file or folder of the book's data, or a skip naming where it was looked for."""
@@ -85,6 +119,44 @@ def spark(tmp_path_factory):
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1 with a bucket ``runs``.
+
+    Yields the standard ``AWS_*`` variables that reach it (set them where a test needs them: see ``s3``).
+    """
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:  # moto binds it itself below; nothing else asks for a port in between
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="test", aws_secret_access_key="test",
+                 region_name="us-east-1").create_bucket(Bucket="runs")
+    yield env
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, spark, monkeypatch):
+    """``s3_server``'s variables in this process and in the shared session's executors (``sc.environment``:
+    Python workers started from now on get them, as executors on a cluster get theirs)."""
+    for key, value in s3_server.items():
+        monkeypatch.setenv(key, value)
+    environment = spark.sparkContext.environment
+    saved = dict(environment)
+    environment.update(s3_server)
+    yield s3_server
+    environment.clear()
+    environment.update(saved)
 
 
 def regression_frame(spark, rows=400):

@@ -150,6 +150,23 @@ def test_a_hang_before_the_first_step_times_out(spark, tmp_path):
     assert time.monotonic() - started < 120
 
 
+def _rank_1_hangs_after_the_chief(ctx):
+    if ctx.rank == 1:
+        ctx.phase("writing its files")
+        time.sleep(600)
+    return {"rank": ctx.rank}
+
+
+def test_a_worker_that_outlives_the_chief_hits_the_shutdown_deadline(spark, tmp_path):
+    """A real two-worker launch: the chief returns, rank 1 hangs; Timeouts.shutdown ends the job, naming it."""
+    started = time.monotonic()
+    with pytest.raises(LauncherTimeout, match=r"the chief finished 3 s ago but worker\(s\) \[1\] did not "
+                                              r"\(last phases: \{1: 'writing its files'\}\)"):
+        tfos_lib.run(_rank_1_hangs_after_the_chief, num_workers=2, spark=spark, output_dir=str(tmp_path),
+                     timeouts=Timeouts(shutdown=3.0))
+    assert time.monotonic() - started < 120
+
+
 def test_time_limit_stops_the_job(tmp_path):
     script = (
         "import time\nfrom tfos_lib import job\n"

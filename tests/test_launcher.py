@@ -70,8 +70,9 @@ def test_barrier_worker_failure_reaches_driver_with_traceback(spark, tmp_path):
 
 def test_too_many_workers_is_refused_with_both_numbers(spark, linear_regression):
     _, train_linear = linear_regression
-    with pytest.raises(RuntimeError, match=r"num_workers=3 .* only 2"):
+    with pytest.raises(RuntimeError, match=r"num_workers=3 .* only 2") as caught:
         tfos_lib.run(train_linear, 1, num_workers=3, spark=spark, timeouts=Timeouts(start=30))
+    assert isinstance(caught.value, ValueError)  # a configuration error: jobs print one `error:` line, exit 1
 
 
 def test_unknown_backend(spark, linear_regression):

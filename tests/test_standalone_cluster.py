@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
-
-from tfos_lib.rendezvous import find_free_port
+import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "cluster", "local-standalone.sh")
@@ -21,15 +21,18 @@ def _alive(pid: int) -> bool:
 
 
 def test_mnist_on_a_two_worker_standalone_cluster(tmp_path):
-    port, ui_port = find_free_port("127.0.0.1"), find_free_port("127.0.0.1")
-    env = dict(os.environ, SPARK_MASTER_PORT=str(port), SPARK_MASTER_WEBUI_PORT=str(ui_port),
+    # Port 0: the master binds free ports itself (no pick-then-bind race) and the script reports them.
+    env = dict(os.environ, SPARK_MASTER_PORT="0", SPARK_MASTER_WEBUI_PORT="0",
                TFOS_STANDALONE_DIR=str(tmp_path / "cluster"))
     started = subprocess.run([SCRIPT, "start", "2"], env=env, capture_output=True, text=True, timeout=180)
     pids = [int(p.read_text()) for p in (tmp_path / "cluster").glob("*.pid")]
     try:
         assert started.returncode == 0, started.stdout + started.stderr
-        assert f"master: spark://127.0.0.1:{port}" in started.stdout
-        assert f"web UI: http://127.0.0.1:{ui_port}" in started.stdout
+        port = int(re.search(r"master: spark://127\.0\.0\.1:(\d+)", started.stdout).group(1))
+        ui_port = int(re.search(r"web UI: http://127\.0\.0\.1:(\d+)", started.stdout).group(1))
+        assert port > 0 and ui_port > 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=10) as page:
+            assert json.load(page)["url"] == f"spark://127.0.0.1:{port}"
         assert len(pids) == 3
         job = subprocess.run(
             [os.path.join(REPO, "spark-submit.sh"), "mnist", "--master", f"spark://127.0.0.1:{port}", "--",

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -27,8 +28,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 with bucket ``tfos-test``; AWS_* point at it while the module runs."""
-    moto_server = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
+    import boto3
+    from moto import server as moto_server
+
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -148,3 +150,16 @@ def test_resumable_options_leave_out_what_may_change():
 
     options = runstate.resumable_options((TrainingConfig(epochs=5, num_workers=2, batch_size=32),))
     assert "epochs" not in options and "num_workers" not in options and options["batch_size"] == 32
+
+
+def test_generated_default_data_goes_under_a_local_output_else_to_local_scratch(tmp_path):
+    assert storage.default_data_dir(str(tmp_path), "default-data") == str(tmp_path / "default-data")
+    scratch = storage.default_data_dir("s3a://bucket/run", "default-data", {"spark.master": "local[2]"})
+    assert scratch.startswith(tempfile.gettempdir()) and "://" not in scratch
+    assert scratch == storage.default_data_dir("s3a://bucket/run/", "default-data")  # one place per output URI
+    assert scratch != storage.default_data_dir("s3a://bucket/other", "default-data")
+    with pytest.raises(ValueError, match="executors on other hosts .*Pass --data-dir"):
+        storage.default_data_dir("s3a://bucket/run", "default-data", {"spark.master": "yarn"})
+    # Local and dbfs:/ outputs need no Hadoop connector check (no Spark session is consulted).
+    for path in (str(tmp_path), "file:///tmp/x", "dbfs:/tmp/x"):
+        storage.check_spark_writable(None, path)

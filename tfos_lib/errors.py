@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
-__all__ = ["LauncherTimeout", "ProcessFailed", "TaskFailures", "WorkerError"]
+__all__ = ["LauncherTimeout", "NotEnoughSlots", "ProcessFailed", "TaskFailures", "WorkerError"]
 
 
 class WorkerError(RuntimeError):
@@ -31,6 +31,14 @@ class WorkerError(RuntimeError):
 
 class LauncherTimeout(TimeoutError):
     """A bounded wait of the launcher ran out; the message names the worker, what it was doing and the knob to raise."""
+
+
+class NotEnoughSlots(ValueError, RuntimeError):
+    """The cluster cannot run as many workers at the same time as asked (raised before the stage starts).
+
+    A configuration error (a ValueError: jobs print it as one ``error:`` line); also a
+    RuntimeError, what :func:`tfos_lib.run` raised for it before.
+    """
 
 
 class TaskFailures(RuntimeError):

@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable
 
 from tfos_lib import runstate, storage
-from tfos_lib.errors import LauncherTimeout, WorkerError
+from tfos_lib.errors import LauncherTimeout, NotEnoughSlots, WorkerError
 from tfos_lib.monitor import Monitor, Timeouts
 
 log = logging.getLogger("tfos_lib")
@@ -234,19 +234,19 @@ def check_slots(sc, num_workers: int, start_timeout: float) -> None:
     to ``start_timeout`` seconds to register.
 
     Raises:
-        RuntimeError: naming both numbers and how to fix it.
+        NotEnoughSlots: (a ValueError and a RuntimeError) naming both numbers and how to fix it.
     """
     conf = dict(sc.getConf().getAll())
     promised = expected_slots(conf)
     if promised is not None and promised < num_workers:
-        raise RuntimeError(_slots_message(num_workers, promised, conf, "the Spark configuration provides"))
+        raise NotEnoughSlots(_slots_message(num_workers, promised, conf, "the Spark configuration provides"))
     deadline = time.monotonic() + start_timeout
     while True:
         slots = available_slots(sc)
         if slots >= num_workers:
             return
         if time.monotonic() >= deadline:
-            raise RuntimeError(
+            raise NotEnoughSlots(
                 _slots_message(num_workers, slots, conf, f"after waiting {start_timeout:.0f} s, the registered executors provide")
             )
         time.sleep(0.5)

@@ -52,6 +52,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tfos_lib import storage
 from tfos_lib.errors import ProcessFailed, TaskFailures
 from tfos_lib.process import call_in_process, pickle_with_code
 
@@ -82,7 +83,8 @@ class Task:
             value (a tuple of values when there are several key columns).
         index: position of the task, 0..num_tasks-1 (dict order, or sorted keys).
         num_tasks: how many tasks this call runs.
-        output_dir: the directory given to :func:`run_tasks` (on a cluster, a shared path).
+        output_dir: the directory given to :func:`run_tasks`: a local or shared path, or a
+            URI such as ``s3a://bucket/dir`` (write there through :mod:`tfos_lib.storage`).
         num_cpus: CPUs Spark gave this task (``spark.task.cpus``); the process's
             TensorFlow and BLAS thread pools are already limited to it.
     """
@@ -126,8 +128,9 @@ def run_tasks(
             become typed result columns. ``None``: any picklable value, kept in a
             binary ``result`` column; read it back with :func:`task_results`.
         spark: the SparkSession; default: the active one.
-        output_dir: passed to tasks as ``task.output_dir``; default: a new temporary
-            directory. On a cluster it must be a path every executor can write.
+        output_dir: passed to tasks as ``task.output_dir`` (normalised: an absolute path,
+            or a URI, :func:`tfos_lib.storage.normalize`); default: a new temporary
+            directory. On a cluster it must be a path or URI every executor can write.
         timeout: seconds after which a task's process is killed and the task
             reported failed; default :data:`DEFAULT_TIMEOUT` (one hour); ``None``: no limit.
         raise_on_failure: raise :class:`TaskFailures` instead of returning when any task failed.
@@ -147,8 +150,8 @@ def run_tasks(
 
     if spark is None:
         spark = SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
-    output_dir = os.path.abspath(output_dir or tempfile.mkdtemp(prefix="tfos-tasks-"))
-    os.makedirs(output_dir, exist_ok=True)
+    output_dir = storage.normalize(output_dir or tempfile.mkdtemp(prefix="tfos-tasks-"))
+    storage.makedirs(output_dir)
     schema = _parse_schema(spark, result_schema)
     call = spark.sparkContext.broadcast(pickle_with_code((fn, args), fn))
     common = {"call": call, "output_dir": output_dir, "result_schema": schema, "timeout": timeout}

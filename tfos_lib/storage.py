@@ -323,3 +323,66 @@ def check_output_location(path: str, conf: dict[str, str]) -> str:
         "reaches (s3a://bucket/dir, gs://, hdfs://, abfss://, dbfs:/), or, if this path is a filesystem mounted on "
         f"every host (NFS), pass --conf {SHARED_SETTING}=true."
     )
+
+
+def default_data_dir(output_dir: str, name: str, conf: dict[str, str] | None = None) -> str:
+    """Where a job writes the default data it generates when no ``--data-dir`` is given (local, for Spark to read).
+
+    One rule for every job: under the output directory when that is a local (or
+    mounted) path, so a rerun reuses it; when the output directory is a URI, in a
+    local scratch folder of this host (``$TMPDIR/tfos-default-data/<name>-<hash of
+    the URI>``): generated data is an offline demo, not a result, and Spark's readers
+    need a path they can list. On a cluster whose executors run on other hosts such
+    a folder is unreadable to them, so that case is refused.
+
+    Raises:
+        ValueError: a URI output directory with a multi-host master (``conf``): pass ``--data-dir``.
+    """
+    output_dir = normalize(output_dir)
+    if not is_remote(output_dir):
+        return os.path.join(output_dir, name)
+    if conf is not None and multi_host(conf):
+        raise ValueError(
+            f"no --data-dir and --output-dir {output_dir!r} is a URI: the generated default data would be written to "
+            f"the driver's local disk, which executors on other hosts (master={conf.get('spark.master')}) cannot "
+            "read. Pass --data-dir with a path every executor reads (a shared filesystem or a URI Spark reads)."
+        )
+    import hashlib
+
+    key = hashlib.sha256(output_dir.encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), "tfos-default-data", f"{name}-{key}")
+
+
+def check_spark_writable(spark, path: str) -> None:
+    """Refuses, before anything is written, a URI whose scheme Spark's Hadoop has no filesystem for.
+
+    Spark's writers (Parquet, ML ``metadata/``) go through Hadoop's filesystems;
+    pyspark's wheel has no connector for ``s3a://``, ``gs://`` or ``abfss://`` (they
+    come as jars: ``hadoop-aws``, the GCS connector, ``hadoop-azure``).
+
+    Raises:
+        ValueError: naming the scheme and how to add its connector.
+    """
+    kind = scheme(path)
+    if kind in (None, "file", "dbfs"):  # local, or Databricks' own dbfs:/ (its Spark has it)
+        return
+    jvm = spark.sparkContext._jvm
+    try:
+        jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(kind, spark.sparkContext._jsc.hadoopConfiguration())
+    except Exception as error:  # py4j wraps Hadoop's UnsupportedFileSystemException / ClassNotFoundException
+        jar = {"s3a": "org.apache.hadoop:hadoop-aws (matching pyspark's Hadoop " + _hadoop_version(jvm) + ")",
+               "gs": "the GCS connector (com.google.cloud.bigdataoss:gcs-connector)",
+               "abfs": "org.apache.hadoop:hadoop-azure", "abfss": "org.apache.hadoop:hadoop-azure"}.get(kind)
+        raise ValueError(
+            f"Spark cannot write to {path!r}: its Hadoop has no filesystem for {kind}:// here"
+            + (f" (add {jar} with --packages or --jars)" if jar else "")
+            + ". Use a path or URI Spark can write, e.g. a local or mounted path."
+            + f" [{str(error).splitlines()[0][:200]}]"
+        ) from None
+
+
+def _hadoop_version(jvm) -> str:
+    try:
+        return str(jvm.org.apache.hadoop.util.VersionInfo.getVersion())
+    except Exception:
+        return "3.x"

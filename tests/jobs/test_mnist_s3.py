@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,23 +22,6 @@ from tfos_lib.datasets import idx
 REPO = str(Path(__file__).resolve().parents[2])
 
 
-@pytest.fixture(scope="module")
-def s3_env():
-    moto_server = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="test", aws_secret_access_key="test",
-                 region_name="us-east-1").create_bucket(Bucket="runs")
-    yield env
-    server.stop()
-
-
 def _job(args, env, **popen):
     full_env = {**os.environ, **env, "PYTHONPATH": REPO, "MASTER": "local[2]"}
     return subprocess.Popen([sys.executable, os.path.join(REPO, "jobs", "mnist.py"), *args], env=full_env,
@@ -47,7 +29,8 @@ def _job(args, env, **popen):
                             **popen)
 
 
-def test_two_workers_write_to_s3_resume_after_kill_and_load_the_model_from_there(s3_env, tmp_path, monkeypatch):
+def test_two_workers_write_to_s3_resume_after_kill_and_load_the_model_from_there(s3_server, tmp_path, monkeypatch):
+    s3_env = s3_server  # the conftest server (bucket "runs")
     for key, value in s3_env.items():
         monkeypatch.setenv(key, value)
     from tfos_lib import report, runstate, storage

@@ -14,6 +14,7 @@ import pytest
 from jobs import pacman_dqn
 from tfos_lib.rl import atari, dqn
 from tfos_lib.rl.atari import FRAME_SHAPE, STACK, Episode
+from tfos_lib.rl.checkpoint import LearnerCheckpoint, read_manifest
 from tfos_lib.rl.learner import Learner
 from tfos_lib.rl.replay import ReplayMemory
 
@@ -100,15 +101,77 @@ def test_replay_wraps_around_and_resumes_from_its_files(tmp_path):
     for seed in range(1, 5):  # 4 episodes of 6 frames into 16 slots: the first ones are overwritten
         replay.add(_episode(seed, 5, terminated=True))
     assert replay.size == 16 and replay.position == 24 % 16 and replay.steps_added == 20
-    replay.save()
-    again = ReplayMemory(str(tmp_path), 16, FRAME_SHAPE)
+    again = ReplayMemory(str(tmp_path), 16, FRAME_SHAPE, meta=replay.save())
     assert (again.position, again.size, again.steps_added) == (8, 16, 20)
     # Slot 8 holds step 2 of episode 2 whose steps 0-1 were overwritten by episode 4: the stack
     # repeats the oldest frame still there instead of mixing in episode 4's frames.
     np.testing.assert_array_equal(again._stack(np.array([8]))[0, 0, 0], [22, 22, 22, 22])
     np.testing.assert_array_equal(again._stack(np.array([9]))[0, 0, 0], [22, 22, 22, 23])
     with pytest.raises(ValueError, match="same --replay-capacity"):
-        ReplayMemory(str(tmp_path), 32, FRAME_SHAPE)
+        ReplayMemory(str(tmp_path), 32, FRAME_SHAPE, meta=replay.save())
+
+
+def test_a_save_interrupted_before_its_manifest_leaves_the_previous_checkpoint_loadable(tmp_path):
+    from tfos_lib.context import WorkerContext
+
+    cfg = pacman_dqn.Config(batch_size=4, learning_rate=1e-2)
+    ctx = WorkerContext(rank=0, num_workers=1, output_dir=str(tmp_path), backend="local")
+    learner = Learner(ctx, cfg, num_actions=9)
+    replay = ReplayMemory(str(tmp_path / "replay"), 64, FRAME_SHAPE)
+    rng = np.random.default_rng(0)
+    replay.add(_episode(1, 20, terminated=True, rewards=np.arange(20) % 3))
+    learner.update(replay.sample(4, rng, n_step=3, gamma=0.99))
+    first = LearnerCheckpoint(str(tmp_path / "learner"), 0, 1, token="first")
+    version = first.save(2, replay.save(), learner.checkpoint.write, {"rounds_consumed": 2, "updates": 1})
+    assert version == "r000002-first-a0"
+    saved_weights, saved_meta = learner.online.get_weights(), replay.save()
+
+    # Later: more training and experience, then a save that dies after writing the networks, before the manifest.
+    for _ in range(3):
+        learner.update(replay.sample(4, rng, n_step=3, gamma=0.99))
+    replay.add(_episode(2, 20, terminated=False))
+
+    with pytest.raises(KeyboardInterrupt):
+        _interrupted_save(first, learner, replay)
+    assert (tmp_path / "learner" / "r000004-first-a0" / "model.index").exists()  # the new networks were written
+
+    # A new launch reads only what the manifest names: round 2's networks, state and replay position.
+    again = LearnerCheckpoint(str(tmp_path / "learner"), 0, 1, token="second")
+    prefix, state, meta = again.restore()
+    assert prefix.endswith("r000002-first-a0/model") and state == {"rounds_consumed": 2, "updates": 1}
+    assert meta == saved_meta and meta["steps_added"] == 20
+    fresh = Learner(ctx, cfg, num_actions=9)
+    fresh.checkpoint.read(prefix).expect_partial()
+    for a, b in zip(fresh.online.get_weights(), saved_weights):
+        np.testing.assert_array_equal(a, b)
+    assert int(fresh.updates.numpy()) == 1
+    assert ReplayMemory(str(tmp_path / "replay"), 64, FRAME_SHAPE, meta=meta).position == 21
+    # Its next save publishes and removes the older versions, the crashed one included.
+    again.save(4, meta, fresh.checkpoint.write, state)
+    assert sorted(os.listdir(tmp_path / "learner")) == ["MANIFEST.json", "r000004-second-a0"]
+
+
+def _interrupted_save(store, learner, replay):
+    """A chief's save killed after the networks are written, before the learner state and the manifest."""
+    def write_then_die(prefix):
+        learner.checkpoint.write(prefix)
+        raise KeyboardInterrupt("killed while saving")
+
+    store.save(4, replay.save(), write_then_die, {"rounds_consumed": 4, "updates": 4})
+
+
+def test_the_chief_publishes_only_when_every_rank_saved_its_replay_position(tmp_path):
+    chief = LearnerCheckpoint(str(tmp_path), 0, 2, token="run")
+    other = LearnerCheckpoint(str(tmp_path), 1, 2, token="run")
+    with pytest.raises(TimeoutError, match=r"learner ranks \['1'\] did not save"):
+        chief.save(2, {"position": 5}, lambda prefix: None, {"rounds_consumed": 2}, timeout=0.2)
+    assert read_manifest(str(tmp_path)) is None
+    # Ranks > 0 never publish: the chief does once their positions are there.
+    assert other.save(2, {"position": 7}, lambda prefix: None, {"rounds_consumed": 2}) is None
+    assert chief.save(2, {"position": 5}, lambda prefix: None, {"rounds_consumed": 2}) == "r000002-run-a0"
+    assert other.restore()[2] == {"position": 7}
+    with pytest.raises(ValueError, match="same --num-workers"):
+        LearnerCheckpoint(str(tmp_path), 0, 3, token="run").restore()
 
 
 # -- experience channel -----------------------------------------------------------------------
@@ -223,16 +286,29 @@ def test_two_actors_two_learners_on_local_cluster_then_resume(tmp_path, check_me
     # Data-parallel learners end with identical networks: compare the two ranks' final checkpoints.
     import tensorflow as tf
 
-    chief = tf.train.load_checkpoint(str(tmp_path / "out" / "checkpoints" / "learner"))
-    other = tf.train.load_checkpoint(str(tmp_path / "out" / "_workers" / "1" / "discarded-checkpoint"))
+    learner_dir = tmp_path / "out" / "checkpoints" / "learner"
+    manifest = read_manifest(str(learner_dir))
+    assert set(manifest["replay"]) == {"0", "1"} and manifest["round"] == training["rounds"]
+    chief = tf.train.load_checkpoint(str(learner_dir / manifest["checkpoint"]))
+    other = tf.train.load_checkpoint(str(tmp_path / "out" / "_workers" / "1" / "discarded-checkpoint" / "model"))
     names = [n for n in chief.get_variable_to_shape_map() if n.startswith("online/") and "OPTIMIZER" not in n]
     assert len(names) >= 10
     for name in names:
         np.testing.assert_array_equal(chief.get_tensor(name), other.get_tensor(name))
     for name in ("random", "agent"):
         assert metrics["results"]["evaluation"][name]["episodes"] == 4
-    for artefact in ("training_curves.png", "episode.gif", "episodes.csv", "q_network.keras"):
+    for artefact in ("training_curves.png", "episode.gif", "episodes.csv", "models/pacman_dqn/1/saved_model.pb"):
         assert (tmp_path / "out" / artefact).stat().st_size > 0, artefact
+    # The Serving-layout export holds the final online network: its signature gives the checkpoint's Q-values.
+    from tfos_lib.ml import inference
+    from tfos_lib.rl.network import build_q_network
+
+    kind, serve = inference.load_model(str(tmp_path / "out" / "models" / "pacman_dqn"))
+    frames = np.random.default_rng(0).integers(0, 256, (2, *FRAME_SHAPE, STACK), dtype=np.uint8)
+    rebuilt = build_q_network(tf, 9)
+    tf.train.Checkpoint(online=rebuilt).read(str(learner_dir / manifest["checkpoint"])).expect_partial()
+    assert kind == "signature"
+    np.testing.assert_allclose(serve(inputs=tf.constant(frames))["outputs"].numpy(), rebuilt(frames).numpy(), rtol=1e-5)
 
     rerun = _submit("local-cluster[4,1,1024]", out, "--num-workers", "2", "--num-actors", "2", "--env-steps", "1500")
     assert rerun.returncode == 0, rerun.stderr[-6000:]
@@ -241,6 +317,28 @@ def test_two_actors_two_learners_on_local_cluster_then_resume(tmp_path, check_me
     resumed = json.loads((tmp_path / "out" / "metrics.json").read_text())["results"]["training"]
     assert resumed["env_steps"] >= 1500 and resumed["updates"] == int((resumed["env_steps"] - 200) * 0.1)
     assert resumed["rounds"] > training["rounds"]
+
+
+def test_an_actor_failure_stops_the_learners(spark, tmp_path, monkeypatch):
+    """The first actor round fails: the driver aborts the experience channel, the learners (a real barrier launch
+    waiting for that round) stop on it, and the job raises the actor's error, in bounded time."""
+    import threading
+    import time
+
+    from tfos_lib.rl import actors
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("actor 0 crashed: the emulator went away")
+
+    monkeypatch.setattr(actors, "collect_round", crash)
+    cfg = pacman_dqn.Config(output_dir=str(tmp_path), env_steps=600, round_timeout=300)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="actor 0 crashed"):
+        dqn.train(spark, cfg, num_actions=9)
+    assert time.monotonic() - started < 180  # the learners did not wait out --round-timeout
+    abort = json.loads((tmp_path / "experience" / "abort.json").read_text())
+    assert "RuntimeError: actor 0 crashed" in abort["reason"]
+    assert not [t for t in threading.enumerate() if t.name == "tfos-dqn-learners" and t.is_alive()]
 
 
 def test_learner_failure_ends_the_job_with_its_traceback(tmp_path):

@@ -203,3 +203,14 @@ def test_bad_options_are_refused(capsys):
             job.main(argv)
         assert caught.value.code == 2
     assert "--models" in capsys.readouterr().err
+
+
+def test_an_s3a_output_is_refused_at_start_without_the_hadoop_aws_jar(s3, spark):
+    """The recommendations are Parquet written by Spark, whose Hadoop has no s3a filesystem without hadoop-aws:
+    refused before any data is generated or read, naming the jar (pyarrow's S3 client would have worked)."""
+    from tfos_lib import storage
+
+    out = "s3a://runs/recommend-refused"
+    with pytest.raises(ValueError, match=r"Spark cannot write to 's3a://runs/recommend-refused'.*hadoop-aws"):
+        job.main(["--backend", "local", "--output-dir", out])
+    assert storage.list_files(out) == []  # refused before the run lock: nothing written

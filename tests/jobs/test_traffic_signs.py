@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from jobs import traffic_signs
+from tfos_lib import storage
 from tfos_lib.datasets import gtsrb
+from tfos_lib.export import saved_model
 
 TINY = ["--default-tracks", "3", "--default-frames", "2", "--default-test-tracks", "1", "--steps", "6", "--epochs", "2",
         "--batch-size", "32", "--mc-samples", "4", "--ood-images", "12", "--validation-fraction", "0.34"]
 
 
-def test_smoke_on_generated_data_with_baseline(spark, tmp_path, check_metrics_envelope):
-    out = tmp_path / "out"
-    metrics = traffic_signs.main([*TINY, "--backend", "local", "--output-dir", str(out)])
-    saved = json.loads((out / "metrics.json").read_text())
+def test_smoke_on_generated_data_with_baseline_written_to_s3(s3, spark, check_metrics_envelope):
+    """--output-dir on an S3 server: exports, metrics and plots go there, the executors' MC scoring loads the
+    models from there, and the generated data goes to a local scratch folder (never to the bucket)."""
+    out = "s3a://runs/traffic_signs"
+    metrics = traffic_signs.main([*TINY, "--backend", "local", "--output-dir", out])
+    saved = json.loads(storage.read_bytes(f"{out}/metrics.json"))
     check_metrics_envelope(saved, "traffic_signs", training=True)
     data, results = saved["data"], saved["results"]
     assert data["source"] == "generated-gtsrb-pictograms" and data["test_rows"] == 43 * 6
@@ -28,10 +33,15 @@ def test_smoke_on_generated_data_with_baseline(spark, tmp_path, check_metrics_en
     assert results["mc_samples"] == 4 and 0 <= results["pass_accuracy"]["min"] <= results["pass_accuracy"]["max"] <= 1
     assert results["case_studies"]  # at least one of the book's four cases was found
     assert metrics["backend"] == "local"
-    for name in ("model", "baseline_model"):
-        assert (out / name / "saved_model.pb").exists()
+    files = storage.list_files(out)
+    for name in ("traffic_signs", "traffic_signs_baseline"):
+        assert f"models/{name}/1/saved_model.pb" in files
+        assert saved_model.read_signature(f"{out}/models/{name}")["inputs"]["inputs"]["shape"] == [None, 1024]
+    assert not any("default-gtsrb" in f for f in files)
+    scratch = storage.default_data_dir(out, "default-gtsrb")
+    assert os.path.isdir(os.path.join(scratch, "Final_Training"))
     for png in ("training_curves.png", "uncertainty.png", "case_studies.png"):
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert storage.read_bytes(f"{out}/{png}")[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_two_workers_train_the_flipout_lenet_together(spark, tmp_path):
@@ -40,7 +50,10 @@ def test_two_workers_train_the_flipout_lenet_together(spark, tmp_path):
     assert metrics["num_workers"] == 2 and metrics["backend"] == "barrier"
     assert [row["model"] for row in metrics["results"]["table"]] == ["bayesian", "book (real GTSRB)"]
     assert metrics["results"]["training"]["bayesian"]["steps"] == 6
-    assert (out / "model" / "saved_model.pb").exists()
+    # The Serving-layout export: stable names, the preprocessing stated, one MC pass per call.
+    signature = saved_model.read_signature(str(out / "models" / "traffic_signs"))
+    assert signature["inputs"] == {"inputs": {"dtype": "float32", "shape": [None, 1024]}}
+    assert signature["outputs"]["outputs"]["shape"] == [None, 43] and "[0, 1]" in signature["preprocessing"]
 
 
 def test_too_many_bad_files_stop_the_job_and_list_them(spark, tmp_path):

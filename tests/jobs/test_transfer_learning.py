@@ -190,3 +190,13 @@ def test_job_on_the_books_photos(spark, tmp_path, book_data):
     # No accuracy floor here: with no pretrained weights on the test machines the backbone is random, and its
     # features do not separate real photos (measured: 22/33, exactly the share of buses). The synthetic-image
     # tests above hold the accuracy floors.
+
+
+def test_an_s3a_output_is_refused_at_start_without_the_hadoop_aws_jar(s3, spark):
+    """The PipelineModel is saved by Spark's writers: an s3a:// output needs hadoop-aws, refused before any work."""
+    from tfos_lib import storage
+
+    out = "s3a://runs/transfer-refused"
+    with pytest.raises(ValueError, match=r"Spark cannot write to 's3a://runs/transfer-refused'.*hadoop-aws"):
+        transfer_learning.main(["--output-dir", out, *SMALL_BACKBONE])
+    assert storage.list_files(out) == []  # refused before the run lock: nothing written

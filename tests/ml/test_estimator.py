@@ -131,3 +131,29 @@ def test_bad_params_and_columns_are_named(spark):
         KerasModel().transform(df)
     with pytest.raises(TypeError, match="buildFn must be a function"):
         KerasEstimator(buildFn=42)
+
+
+def test_model_dir_on_s3_fit_transform_and_save_elsewhere(s3, spark, tmp_path):
+    """modelDir is a URI: the chief's export goes to the S3 server, executors load it from there; the fitted
+    stage saves to a local path with its own copy; a save Spark's Hadoop cannot write (s3a without the
+    hadoop-aws jar) is refused before anything is written, naming the jar."""
+    from tfos_lib import storage
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(48, 3)).astype(np.float32)
+    y = x @ np.array([1.0, -2.0, 0.5], dtype=np.float32) + 0.3
+    df = spark.createDataFrame([(r.tolist(), float(t)) for r, t in zip(x, y)], "x array<float>, y double")
+    model = KerasEstimator(buildFn=build_regressor, featuresCol="x", labelCol="y", backend="local", epochs=20,
+                           batchSize=16, modelDir="s3a://runs/estimator").fit(df)
+    assert model.model_path == "s3a://runs/estimator/model"
+    assert "model/1/saved_model.pb" in storage.list_files("s3a://runs/estimator")
+    first = [r.prediction for r in model.transform(df).select("prediction").collect()]
+    assert np.mean([(p - t) ** 2 for p, t in zip(first, y)]) < 0.1
+
+    model.save(str(tmp_path / "stage"))
+    again = KerasModel.load(str(tmp_path / "stage"))
+    assert (tmp_path / "stage" / "model" / "1" / "saved_model.pb").exists()
+    assert [r.prediction for r in again.transform(df).select("prediction").collect()] == first
+    with pytest.raises(ValueError, match=r"Spark cannot write to 's3a://runs/stage'.*hadoop-aws"):
+        model.save("s3a://runs/stage")
+    assert storage.list_files("s3a://runs/stage") == []

@@ -34,6 +34,8 @@ import os
 import shutil
 from typing import Any, Callable, Sequence
 
+from tfos_lib import storage
+
 __all__ = [
     "SERVING_SIGNATURE",
     "SIGNATURE_FILE",
@@ -50,7 +52,10 @@ SIGNATURE_FILE = os.path.join("assets.extra", "signature.json")
 
 
 def _versions(model_dir: str) -> list[int]:
-    """Version numbers under ``model_dir`` that hold a complete SavedModel."""
+    """Version numbers under ``model_dir`` (a local path or a URI) that hold a complete SavedModel."""
+    if storage.is_remote(model_dir):
+        return sorted({int(rel.split("/")[0]) for rel in storage.list_files(model_dir)
+                       if rel.split("/")[0].isdigit() and rel.split("/", 1)[1:] == ["saved_model.pb"]})
     if not os.path.isdir(model_dir):
         return []
     return sorted(
@@ -73,7 +78,10 @@ def latest_version(model_dir: str) -> int:
     """
     versions = _versions(model_dir)
     if not versions:
-        found = sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else "nothing (no such directory)"
+        if storage.is_remote(model_dir):
+            found = storage.list_files(model_dir)[:20] or "nothing"
+        else:
+            found = sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else "nothing (no such directory)"
         raise FileNotFoundError(
             f"no model version under {model_dir!r}: expected <version>/saved_model.pb with an integer version, "
             f"found {found}. Export one with tfos_lib.export.saved_model.export_saved_model(model, base_dir, name)."
@@ -85,22 +93,26 @@ def resolve_saved_model(path: str) -> str:
     """The SavedModel directory ``path`` means: itself if it holds ``saved_model.pb``, else its latest version.
 
     Accepts a version directory, a model directory (``<base_dir>/<name>``, served
-    as its highest version) or a plain unversioned SavedModel. Other paths (a
-    ``.keras``/``.h5``/``.tflite`` file, a missing path) come back unchanged.
+    as its highest version) or a plain unversioned SavedModel, as a local path or a
+    URI. Other paths (a ``.keras``/``.h5``/``.tflite`` file, a missing path) come
+    back unchanged.
     """
+    if storage.is_remote(path):
+        if path.endswith((".keras", ".h5", ".tflite")) or storage.exists(storage.join(path, "saved_model.pb")):
+            return path
+        return storage.join(path, str(latest_version(path))) if storage.list_files(path) else path
     if not os.path.isdir(path) or os.path.exists(os.path.join(path, "saved_model.pb")):
         return path
     return os.path.join(path, str(latest_version(path)))
 
 
 def read_signature(path: str) -> dict | None:
-    """The ``signature.json`` of an export (a version or model directory), or None for other SavedModels."""
+    """The ``signature.json`` of an export (a version or model directory, local or URI); None for other models."""
     path = resolve_saved_model(path)
-    file = os.path.join(path, SIGNATURE_FILE)
-    if not os.path.isfile(file):
+    try:
+        return json.loads(storage.read_bytes(storage.join(path, *SIGNATURE_FILE.split(os.sep))))
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    with open(file) as f:
-        return json.load(f)
 
 
 def _names(given: Sequence[str] | None, defaults: list[str], single: str, what: str) -> list[str]:

@@ -38,6 +38,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tfos_lib import storage
+
 __all__ = [
     "QUANTIZATIONS",
     "UnsupportedOpsError",
@@ -303,7 +305,5 @@ def convert(
         if "not supported" in message or "flex op" in message or re.search("(Flex|Custom) ops:", message):
             raise UnsupportedOpsError(*_unsupported_ops(message)) from None
         raise
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    with open(output_path, "wb") as f:
-        f.write(flatbuffer)
+    storage.write_bytes(output_path, flatbuffer)  # a local path or a URI, written whole
     return {"path": output_path, "quantization": quantization, "size_bytes": len(flatbuffer)}

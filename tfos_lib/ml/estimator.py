@@ -32,14 +32,16 @@ Saving: both stages write the usual Spark ML ``metadata/`` (their Params as JSON
 the estimator's ``buildFn`` is one of them, cloudpickled (so loading it needs the
 same Python and cloudpickle major versions, like any pickled UDF); a fitted
 :class:`KerasModel` also copies its SavedModel into ``<path>/model``, which needs no
-pickles to load. Paths are local or shared-filesystem paths, because executors
-read the model from there.
+pickles to load. ``modelDir`` and the save path may be local or shared paths or
+URIs (``s3a://``, ``gs://``, ``hdfs://``, ...): the SavedModel goes through
+:mod:`tfos_lib.storage`, the ``metadata/`` through Spark's own writers, which need
+Hadoop's connector for the scheme (for ``s3a://`` the ``hadoop-aws`` jar, not part
+of pyspark's wheel; :func:`tfos_lib.storage.check_spark_writable` says so before anything is written).
 """
 
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -58,6 +60,7 @@ from pyspark.ml.util import (
     MLWritable,
 )
 
+from tfos_lib import storage
 from tfos_lib.context import WorkerContext
 from tfos_lib.export.saved_model import export_saved_model
 from tfos_lib.launcher import BACKENDS, run
@@ -120,9 +123,10 @@ class KerasEstimator(Estimator, _KerasModelParams, HasLabelCol, HasSeed, Default
         batchSize: global batch size, summed over the workers (a multiple of numWorkers).
         predictBatchSize: rows per model call in ``transform``.
         seed: initial weights and shuffling.
-        modelDir: where ``fit`` saves the model (``modelDir/model/1/``); the driver and
-            every executor must reach it. Default: a new temporary directory (fine
-            in local mode and on one host).
+        modelDir: where ``fit`` saves the model (``modelDir/model/1/``): a local or
+            shared path, or a URI (see :mod:`tfos_lib.storage`); the driver and every
+            executor must reach it. Default: a new temporary directory (fine in local
+            mode and on one host).
         verbose: print Keras's per-epoch lines on the chief.
     """
 
@@ -216,7 +220,7 @@ class KerasEstimator(Estimator, _KerasModelParams, HasLabelCol, HasSeed, Default
         features = _features_column(dataset, self.getFeaturesCol(), "featuresCol")
         label = _label_column(dataset, self.getLabelCol())
         train = dataset.select(features.alias("features"), label.alias("label"))
-        model_dir = os.path.abspath(self.getModelDir() or tempfile.mkdtemp(prefix="tfos-keras-estimator-"))
+        model_dir = storage.normalize(self.getModelDir() or tempfile.mkdtemp(prefix="tfos-keras-estimator-"))
         spec = _TrainSpec(
             build_fn=base64.b64decode(self.getOrDefault(self.buildFn)),
             epochs=self.getEpochs(),
@@ -234,7 +238,7 @@ class KerasEstimator(Estimator, _KerasModelParams, HasLabelCol, HasSeed, Default
             spark=dataset.sparkSession,
         )
         model = KerasModel()
-        model._set_trained(os.path.join(model_dir, MODEL_SUBDIR), result["input_size"], result["history"])
+        model._set_trained(storage.join(model_dir, MODEL_SUBDIR), result["input_size"], result["history"])
         return self._copyValues(model)
 
 
@@ -337,7 +341,7 @@ class KerasModel(Model, _KerasModelParams, MLReadable, MLWritable):
             **params: Params, e.g. ``featuresCol="image"``.
         """
         model = cls(**params)
-        model._set_trained(os.path.abspath(model_path), input_size, {})
+        model._set_trained(storage.normalize(model_path), input_size, {})
         return model
 
     def _set_trained(self, model_path: str, input_size: int | None, history: dict) -> None:
@@ -379,13 +383,17 @@ class _KerasModelWriter(DefaultParamsWriter):
         model: KerasModel = self.instance
         if model.model_path is None:
             raise ValueError("cannot save a KerasModel that holds no model (fit or load one first).")
-        destination = os.path.join(_local_path(path), MODEL_SUBDIR)
+        storage.check_spark_writable(self.sparkSession, path)
+        destination = storage.join(path, MODEL_SUBDIR)
         DefaultParamsWriter.saveMetadata(
             model, path, self.sparkSession, extraMetadata={"inputSize": model._input_size, "history": model.history}
         )
-        if os.path.exists(destination):  # overwrite(): Spark removed the stage directory already
-            shutil.rmtree(destination)
-        shutil.copytree(model.model_path, destination)
+        storage.delete(destination)  # overwrite(): Spark removed the stage directory already
+        with storage.local_copy(model.model_path) as local:
+            if storage.is_remote(destination):
+                storage.upload(local, destination)
+            else:
+                shutil.copytree(local, destination)
 
 
 class _KerasModelReader(DefaultParamsReader):
@@ -394,8 +402,8 @@ class _KerasModelReader(DefaultParamsReader):
         model = self.cls()
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)
-        saved = os.path.join(_local_path(path), MODEL_SUBDIR)
-        if not os.path.isdir(saved):
+        saved = storage.join(path, MODEL_SUBDIR)
+        if not storage.list_files(saved):
             raise FileNotFoundError(f"{path} is not a saved KerasModel: it has no {MODEL_SUBDIR}/ directory.")
         model._set_trained(saved, metadata.get("inputSize"), metadata.get("history") or {})
         return model
@@ -450,15 +458,3 @@ def _label_column(dataset, name: str):
             "(index string labels with pyspark.ml.feature.StringIndexer)."
         )
     return F.col(f"`{name}`")
-
-
-def _local_path(path: str) -> str:
-    """A Spark ML path as a local path; KerasModel files live on local or shared filesystems only."""
-    if path.startswith("file:"):
-        path = "/" + path[len("file:") :].lstrip("/")
-    elif "://" in path:
-        raise ValueError(
-            f"KerasModel is saved and loaded through the local filesystem, so {path!r} cannot be used; "
-            "use a local or shared-filesystem (NFS, mounted) path that every executor can read."
-        )
-    return os.path.abspath(path)

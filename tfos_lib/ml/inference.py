@@ -117,7 +117,10 @@ def load_model(model_path: str, signature: str = "serving_default"):
         # TensorFlow 2.21 reads no object store itself: a temporary local copy, loaded into memory.
         if not storage.exists(model_path):
             raise FileNotFoundError(f"no model at {model_path!r}. Save one with model.save(path), or check the URI.")
-        with storage.local_copy(model_path) as local:
+        from tfos_lib.export import saved_model
+
+        version = saved_model.resolve_saved_model(model_path)  # only the served version is downloaded
+        with storage.local_copy(version) as local:
             return _load(local, signature, model_path)
     if not os.path.exists(model_path):
         raise FileNotFoundError(
@@ -188,8 +191,10 @@ def make_predict_fn(
         seed: with ``samples``, reseeds TensorFlow before each batch's passes, so the
             same rows in the same batches get the same draws (a loaded SavedModel's
             revived layers ignore it: give a ``loader`` that rebuilds the layers).
-        loader: ``loader(model_path)`` returns the Keras model to use instead of
-            :func:`load_model` (e.g. a model rebuilt from code, then its weights loaded).
+        loader: ``loader(path)`` returns the Keras model to use instead of
+            :func:`load_model` (e.g. a model rebuilt from code, then its weights loaded);
+            ``path`` is a local directory: the served version of an export (a URI's
+            downloaded first).
         summarize: ``summarize(passes)`` returns one array or a dict of arrays by
             output name, each with the batch first.
 
@@ -201,7 +206,7 @@ def make_predict_fn(
 
     def factory():
         # Runs once per Python worker: the model stays loaded for all later batches.
-        kind, model = ("keras", loader(model_path)) if loader else load_model(model_path, signature)
+        kind, model = ("keras", _call_loader(loader, model_path)) if loader else load_model(model_path, signature)
         if kind == "keras":
             run, shapes = _keras_runner(model, num_inputs)
         elif kind == "tflite":
@@ -250,6 +255,17 @@ def make_predict_fn(
         return predict_batch
 
     return factory
+
+
+def _call_loader(loader: Callable[[str], Any], model_path: str):
+    """``loader`` on the SavedModel version ``model_path`` means, downloaded first when it is a URI."""
+    from tfos_lib.export import saved_model
+
+    path = saved_model.resolve_saved_model(model_path)
+    if not storage.is_remote(path):
+        return loader(path)
+    with storage.local_copy(path) as local:  # the loader reads the files into memory before they go
+        return loader(local)
 
 
 def _keras_runner(model, num_inputs: int):

@@ -19,6 +19,7 @@ per visitor. Works for any implicit-feedback data prepared by
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import resource
@@ -27,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from tfos_lib import storage
 
 
 def idcg_expression(relevant, k: int):
@@ -273,7 +276,7 @@ def build_scorers(spark, num_items: int, rank_train, trained: dict[str, str], al
     scorers = {"popularity": Scorer("constant", popularity[:, None], offset)}
     vectors = {"popularity": None}
     for kind, factors_file in trained.items():
-        arrays = np.load(factors_file)
+        arrays = np.load(io.BytesIO(storage.read_bytes(factors_file)))  # a local path or a URI
         scorers[kind] = Scorer(
             str(arrays["kind"]), arrays["item_vectors"].astype(np.float32), offset,
             arrays["output_weights"].astype(np.float32) if "output_weights" in arrays else None,

@@ -29,14 +29,16 @@ import logging
 import os
 import threading
 import time
+import uuid
 
 import numpy as np
 
 from tfos_lib import job, storage
 from tfos_lib.rl import actors
+from tfos_lib.rl.checkpoint import read_manifest
 from tfos_lib.rl.config import DQNConfig
 from tfos_lib.rl.experience import ExperienceChannel
-from tfos_lib.rl.learner import LEARNER_STATE, learner_fn
+from tfos_lib.rl.learner import learner_fn
 
 __all__ = ["evaluate", "train"]
 
@@ -100,9 +102,11 @@ def train(spark, cfg: DQNConfig, num_actions: int) -> dict:
     """
     storage.require_mounted(cfg.output_dir, "the DQN actors and learners exchange experience through files under it")
     channel = ExperienceChannel(cfg.output_dir)
-    state_path = os.path.join(cfg.output_dir, "checkpoints", LEARNER_STATE)
+    checkpoint_dir = os.path.join(storage.normalize(cfg.output_dir), "checkpoints", "learner")
+    manifest = read_manifest(checkpoint_dir)
     done_rounds, env_steps = 0, 0
-    if os.path.exists(state_path):
+    if manifest is not None:  # only what the published manifest names (a crashed save left it unchanged)
+        state_path = os.path.join(checkpoint_dir, manifest["state"])
         with open(state_path) as f:
             saved = json.load(f)
         done_rounds, env_steps = saved["rounds_consumed"], saved["env_steps"]
@@ -110,7 +114,8 @@ def train(spark, cfg: DQNConfig, num_actions: int) -> dict:
     channel.reset_after(done_rounds)
     history = channel.manifests(done_rounds)
     num_actors = actors.actor_slots(spark, cfg)
-    learners = _LearnerThread(lambda: job.launch(learner_fn, cfg, {}, spark, extra_args=(num_actions,)))
+    token = uuid.uuid4().hex[:8]  # names this launch's checkpoint versions (tfos_lib.rl.checkpoint)
+    learners = _LearnerThread(lambda: job.launch(learner_fn, cfg, {}, spark, extra_args=(num_actions, token)))
     learners.start()
     started = time.perf_counter()
     round_index, actor_seconds = done_rounds, 0.0

@@ -16,7 +16,6 @@ every ``target_update`` updates (Mnih et al. 2015; van Hasselt et al. 2016).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -27,10 +26,11 @@ from tfos_lib.rl.config import DQNConfig
 from tfos_lib.rl.experience import ExperienceChannel
 from tfos_lib.rl.network import build_q_network
 
-__all__ = ["LEARNER_STATE", "Learner", "learner_fn"]
+__all__ = ["MODEL_NAME", "Learner", "learner_fn"]
 
-# The chief's progress file beside its checkpoints: rounds consumed, agent steps, updates, history.
-LEARNER_STATE = "learner.json"
+#: The online network's export, ``<output_dir>/models/pacman_dqn/<version>/`` (TF Serving layout).
+MODEL_NAME = "pacman_dqn"
+
 
 
 class Learner:
@@ -83,25 +83,30 @@ class Learner:
         return float(loss), float(q) / self.strategy.num_replicas_in_sync
 
 
-def learner_fn(ctx, cfg: DQNConfig, num_actions: int):
-    """Runs on every learner rank until the driver's last round is consumed; returns a summary (chief)."""
+def learner_fn(ctx, cfg: DQNConfig, num_actions: int, token: str = "run"):
+    """Runs on every learner rank until the driver's last round is consumed; returns a summary (chief).
+
+    ``token``: the same on every rank of one launch (names its checkpoint versions, see
+    :mod:`tfos_lib.rl.checkpoint`).
+    """
+    from tfos_lib.rl.checkpoint import LearnerCheckpoint
     from tfos_lib.rl.replay import ReplayMemory
 
     tf = ctx.tf()
     channel = ExperienceChannel(ctx.output_dir)
     learner = Learner(ctx, cfg, num_actions)
-    ckpt_dir = os.path.join(ctx.checkpoint_dir, "learner")
+    store = LearnerCheckpoint(os.path.join(ctx.checkpoint_dir, "learner"), ctx.rank, ctx.num_workers, token,
+                              ctx.attempt)
     state = {"rounds_consumed": 0, "env_steps": 0, "rank_steps": [0] * ctx.num_workers, "updates": 0, "history": []}
-    state_path = os.path.join(ctx.checkpoint_dir, LEARNER_STATE)
-    latest = tf.train.latest_checkpoint(ckpt_dir)
-    if latest and os.path.exists(state_path):
-        learner.checkpoint.restore(latest).expect_partial()
-        with open(state_path) as f:
-            state = json.load(f)
-        ctx.reporter.send("message", text=f"learner resumed from {latest}: round {state['rounds_consumed']}, "
+    restored = store.restore()
+    replay_meta = None
+    if restored is not None:
+        prefix, state, replay_meta = restored
+        learner.checkpoint.read(prefix).expect_partial()
+        ctx.reporter.send("message", text=f"learner resumed from {prefix}: round {state['rounds_consumed']}, "
                                           f"{state['env_steps']:,} env steps, {state['updates']:,} updates")
     replay = ReplayMemory(os.path.join(ctx.checkpoint_dir, "replay", f"rank-{ctx.rank}"),
-                          cfg.replay_capacity // ctx.num_workers, FRAME_SHAPE)
+                          cfg.replay_capacity // ctx.num_workers, FRAME_SHAPE, meta=replay_meta)
     rng = np.random.default_rng([cfg.seed, ctx.rank, state["updates"]])
     local_batch = cfg.batch_size // ctx.num_workers
     last_beat = [0.0]
@@ -112,17 +117,17 @@ def learner_fn(ctx, cfg: DQNConfig, num_actions: int):
             last_beat[0] = now
             ctx.reporter.send("heartbeat", epoch=state["rounds_consumed"] + 1, step=max(1, state["updates"]))
 
+    saved_round = [state["rounds_consumed"] if restored is not None else None]
+
     def save_checkpoint():
-        replay.save()
-        # Every rank writes (the variables may be synchronised collectively); only the chief's copy is kept.
-        target_dir = ckpt_dir if ctx.is_chief else os.path.join(ctx.worker_dir(), "discarded-checkpoint")
-        manager = tf.train.CheckpointManager(learner.checkpoint, target_dir, max_to_keep=1)
-        manager.save(checkpoint_number=state["updates"])
-        if ctx.is_chief:
-            tmp = state_path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(state, f)
-            os.replace(tmp, state_path)
+        if saved_round[0] == state["rounds_consumed"]:
+            return  # nothing changed since the last save
+        meta = replay.save()
+        if not ctx.is_chief:  # the variables may be synchronised collectively: every rank writes, one copy is kept
+            learner.checkpoint.write(os.path.join(ctx.worker_dir(), "discarded-checkpoint", "model"))
+        store.save(state["rounds_consumed"], meta, learner.checkpoint.write, state,
+                   wait=heartbeat, timeout=cfg.round_timeout)
+        saved_round[0] = state["rounds_consumed"]
         channel.delete_episodes_before(state["rounds_consumed"], ctx.rank)
 
     heartbeat(force=True)
@@ -163,7 +168,13 @@ def learner_fn(ctx, cfg: DQNConfig, num_actions: int):
     save_checkpoint()
     ctx.reporter.send("idle")
     if ctx.is_chief:
-        learner.online.save(os.path.join(ctx.output_dir, "q_network.keras"))
+        from tfos_lib.export.saved_model import export_saved_model
+
+        served = build_q_network(tf, num_actions)  # a plain copy: the chief alone writes it, no collectives
+        served.set_weights(learner.online.get_weights())
+        export_saved_model(served, f"{ctx.output_dir}/models", MODEL_NAME,
+                           preprocessing=f"inputs: the last {STACK} preprocessed 84x84 frames, uint8 (scaled in the "
+                                         "graph); outputs: one Q-value per action")
         return {"updates": state["updates"], "env_steps": state["env_steps"], "rounds": state["rounds_consumed"],
                 "history": state["history"]}
     return None

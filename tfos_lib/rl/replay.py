@@ -7,14 +7,15 @@ so one frame is stored once instead of ``STACK`` times. Whole episodes are
 appended, each ending with its final frame (which has no action and is never
 sampled as a start).
 
-The arrays live in ``directory`` as ``np.memmap`` files: a checkpoint writes
-only the small ``replay.json`` (write position, fill), and a restarted learner
-reopens the same files and continues where that checkpoint left off.
+The arrays live in ``directory`` as ``np.memmap`` files: a checkpoint records
+only the small position metadata (:meth:`ReplayMemory.save`, kept in the learner
+checkpoint's manifest, :mod:`tfos_lib.rl.checkpoint`), and a restarted learner
+reopens the same files with that metadata and continues where the checkpoint
+left off.
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -32,7 +33,9 @@ _ARRAYS = {  # name -> (dtype, per-step shape is (frame_shape) for frames, () ot
 
 
 class ReplayMemory:
-    def __init__(self, directory: str, capacity: int, frame_shape: tuple[int, int]):
+    """``meta``: what :meth:`save` returned at a checkpoint, to reopen the files there; None starts empty."""
+
+    def __init__(self, directory: str, capacity: int, frame_shape: tuple[int, int], meta: dict | None = None):
         if capacity < 2 * STACK:
             raise ValueError(f"replay capacity must be at least {2 * STACK} steps; got {capacity}.")
         self.directory = directory
@@ -42,7 +45,6 @@ class ReplayMemory:
         self.position = 0  # next index written
         self.size = 0  # valid entries
         self.steps_added = 0  # agent steps ever added (not counting final frames)
-        meta = self._load_meta()
         if meta is not None:
             if meta["capacity"] != capacity or tuple(meta["frame_shape"]) != self.frame_shape:
                 raise ValueError(
@@ -58,24 +60,12 @@ class ReplayMemory:
             path = os.path.join(directory, f"{name}.npy")
             self._arrays[name] = np.lib.format.open_memmap(path, mode=mode, dtype=dtype, shape=shape)
 
-    def _load_meta(self):
-        path = os.path.join(self.directory, "replay.json")
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            return json.load(f)
-
     def save(self) -> dict:
-        """Flushes the arrays and records the position (the replay part of a checkpoint)."""
+        """Flushes the arrays; returns the position metadata (the replay part of a checkpoint)."""
         for array in self._arrays.values():
             array.flush()
-        meta = {"capacity": self.capacity, "frame_shape": list(self.frame_shape), "position": self.position,
+        return {"capacity": self.capacity, "frame_shape": list(self.frame_shape), "position": self.position,
                 "size": self.size, "steps_added": self.steps_added}
-        tmp = os.path.join(self.directory, "replay.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(meta, f)
-        os.replace(tmp, os.path.join(self.directory, "replay.json"))
-        return meta
 
     def add(self, episode: Episode) -> None:
         """Appends one whole episode (T steps + its final frame)."""
