@@ -1,4 +1,4 @@
-"""Builds each job's two notebooks from one source: ``notebooks/src/<job>.py`` -> ``<job>.ipynb`` + ``<job>.databricks.py``.
+"""Builds each job's two notebooks from one source: ``src/<job>.py`` -> ``<job>.ipynb`` + ``<job>.databricks.py``.
 
 A source is a Python file in the "percent" cell format::
 
@@ -102,7 +102,8 @@ def to_ipynb(cells: list[dict], old: dict | None = None) -> dict:
         if kept is not None:  # unchanged: keep its id, outputs and execution record
             result.append(kept)
             continue
-        new = {"cell_type": kind, "id": f"cell-{index}", "metadata": {}, "source": cell["text"].splitlines(keepends=True)}
+        new = {"cell_type": kind, "id": f"cell-{index}", "metadata": {},
+               "source": cell["text"].splitlines(keepends=True)}
         if kind == "code":
             new |= {"execution_count": None, "outputs": []}
             if cell["kind"] == "parameters":
@@ -137,7 +138,8 @@ def to_databricks(cells: list[dict], extras: str = "") -> str:
     blocks = [f"{MAGIC} %pip install --quiet {target}"]
     for cell in cells:
         if cell["kind"] == "markdown":
-            blocks.append("\n".join([f"{MAGIC} %md", *(f"{MAGIC} {line}".rstrip() for line in cell["text"].splitlines())]))
+            lines = [f"{MAGIC} {line}".rstrip() for line in cell["text"].splitlines()]
+            blocks.append("\n".join([f"{MAGIC} %md", *lines]))
         elif cell["kind"] == "parameters":
             widgets = [_widget(*p) for p in parameters_of(cell["text"])]
             blocks.append("\n".join(["# Parameters: one widget each (the Jupyter form's `parameters` cell).",

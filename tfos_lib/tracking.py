@@ -195,7 +195,7 @@ class MlflowRun:
 
 
 class TensorBoardServer:
-    """TensorBoard on the driver host, serving ``logdir`` (``--tensorboard``), like TensorFlowOnSpark's ``tensorboard=True``.
+    """TensorBoard on the driver host serving ``logdir`` (``--tensorboard``), as TFoS's ``tensorboard=True`` does.
 
     ``logdir`` may be a URI that TensorFlow's file system reads (gs://, hdfs://; s3:// needs
     tensorflow-io). The server listens on every interface (as TensorFlowOnSpark's does) so that a
