@@ -162,7 +162,7 @@ def parse_databricks(text: str) -> list[dict]:
         elif block.startswith(f"{MAGIC} %pip"):
             cells.append({"kind": "pip", "text": block[len(MAGIC) + 1 :]})
         elif "dbutils.widgets." in block:
-            names = re.findall(r"dbutils\.widgets\.\w+\('(\w+)'", block)
+            names = re.findall(r"dbutils\.widgets\.get\('(\w+)'\)", block)
             cells.append({"kind": "parameters", "text": block, "names": names})
         else:
             cells.append({"kind": "code", "text": block})
@@ -207,7 +207,7 @@ def execute(notebook: dict, injected: str, timeout: int = 900) -> dict:
     cells.insert(at, {"cell_type": "code", "id": "injected-parameters", "execution_count": None, "outputs": [],
                       "source": injected,
                       "metadata": {"tags": ["injected-parameters"]}})
-    nb = nbformat.from_dict(notebook | {"cells": cells})
+    nb = nbformat.reads(json.dumps(notebook | {"cells": cells}), as_version=4)  # sources as strings
     started = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
     nb.metadata["tfos_lib"] = {"executed_seconds": round(time.perf_counter() - started, 1),
