@@ -183,7 +183,7 @@ def build(name: str) -> dict[str, str]:
                   None)
         if injected and at is not None:
             notebook["cells"].insert(at, injected[0])
-        notebook["metadata"] |= {k: v for k, v in old["metadata"].items() if k == "tfos_lib"}
+        notebook["metadata"] = old["metadata"]  # the executing kernel's language_info, the run's wall time
     texts = {f"{name}.ipynb": dump(notebook),
              f"{name}.databricks.py": to_databricks(shown, extras)}
     return texts
