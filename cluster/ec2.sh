@@ -51,10 +51,13 @@ os.replace(tmp, sys.argv[2])
 PY
 }
 
+# The wheel's name carries the version, which lives in pyproject.toml only.
+wheel="tfos_lib-$(sed -n 's/^version = "\(.*\)"/\1/p' "$here/pyproject.toml")-py3-none-any.whl"
+
 package() {
   # The wheel of tfos_lib plus the files the master needs to submit jobs.
   run python3 -m pip wheel --no-deps --quiet "$here" -w "$here/build/dist"
-  run tar -czf "$here/build/tfos-project.tar.gz" -C "$here" jobs conf cluster spark-submit.sh setup.py
+  run tar -czf "$here/build/tfos-project.tar.gz" -C "$here" jobs conf cluster spark-submit.sh setup.py pyproject.toml
 }
 
 case $command in
@@ -67,10 +70,10 @@ case $command in
     package
     run flintrock --config "$config" run-command "$name" \
       "sudo dnf install -y $python $python-pip && mkdir -p $remote_dir"
-    run flintrock --config "$config" copy-file "$name" "$here/build/dist/tfos_lib-0.1.0-py3-none-any.whl" "$remote_dir/"
+    run flintrock --config "$config" copy-file "$name" "$here/build/dist/$wheel" "$remote_dir/"
     # Same pyspark major version as the cluster's Spark; TensorFlow and friends from PyPI.
     run flintrock --config "$config" run-command "$name" \
-      "$python -m pip install --user '$remote_dir/tfos_lib-0.1.0-py3-none-any.whl[tfos]'"
+      "$python -m pip install --user '$remote_dir/$wheel[tfos]'"
     run flintrock --config "$config" copy-file --master-only "$name" "$here/build/tfos-project.tar.gz" "$remote_dir/"
     run flintrock --config "$config" run-command --master-only "$name" \
       "cd $remote_dir && tar -xzf tfos-project.tar.gz"

@@ -190,6 +190,7 @@ def main(argv=None) -> dict:
         results={**result, "dataframe_test_accuracy": scored["accuracy"], "confusion_matrix": confusion},
         book_reference=BOOK_REFERENCE[cfg.model],
         resolved={"optimizer": cfg.resolved_optimizer, "learning_rate": cfg.resolved_learning_rate},
+        input_example=np.array([row.image for row in test_df.limit(3).collect()], np.float32) if cfg.mlflow else None,
     )
     results = metrics["results"]
     log.info("test accuracy %.4f, loss %.4f; %.0f examples/s; wrote %s/metrics.json",

@@ -205,6 +205,7 @@ def _check_metrics_envelope(metrics: dict, job: str, training: bool) -> None:
     from datetime import datetime, timedelta
 
     expected = ENVELOPE_KEYS | ({"num_workers", "backend"} if training else set())
+    expected |= {"mlflow"} if metrics.get("config", {}).get("mlflow") else set()  # --mlflow: the run's id
     assert set(metrics) == expected, f"unexpected {set(metrics) - expected}, missing {expected - set(metrics)}"
     assert metrics["job"] == job and metrics["tfos_lib_version"] == tfos_lib.__version__
     started = datetime.fromisoformat(metrics["started_at"])

@@ -34,7 +34,7 @@ class DemoConfig(TrainingConfig):
     dropout_rate: float = option(0.0, "share of units dropped", min=0, less_than=1)
 
 
-COMMON_FLAGS = ["--data-dir", "--output-dir", "--seed", "--overwrite", "--time-limit"]
+COMMON_FLAGS = ["--data-dir", "--output-dir", "--seed", "--overwrite", "--time-limit", "--mlflow", "--tensorboard"]
 LAUNCH_FLAGS = ["--num-workers", "--backend", "--batch-size", "--max-restarts", "--stall-timeout"]
 TRAINING_FLAGS = ["--epochs", "--checkpoint-every-steps"]
 ALL_FLAGS = [
@@ -62,9 +62,9 @@ def _exit_message(capsys, argv):
 
 
 def test_flags_are_the_dashed_field_names():
-    assert [f.name for f in dataclasses.fields(DemoConfig)][:10] == [
-        "data_dir", "output_dir", "seed", "overwrite", "time_limit", "num_workers", "backend", "batch_size",
-        "max_restarts", "stall_timeout",
+    assert [f.name for f in dataclasses.fields(DemoConfig)][:12] == [
+        "data_dir", "output_dir", "seed", "overwrite", "time_limit", "mlflow", "tensorboard", "num_workers", "backend",
+        "batch_size", "max_restarts", "stall_timeout",
     ]
     options = [a.option_strings[0] for a in build_parser(DemoConfig)._actions if a.dest != "help"]
     assert options == ALL_FLAGS
@@ -80,6 +80,8 @@ def test_defaults():
         "seed": 0,
         "overwrite": False,
         "time_limit": 0.0,
+        "mlflow": False,
+        "tensorboard": False,
         "num_workers": 1,
         "backend": "barrier",
         "batch_size": 32,

@@ -125,6 +125,14 @@ class JobConfig:
         False, "start over: move an earlier run in --output-dir aside (to <dir>.replaced-<time>) first"
     )
     time_limit: float = option(0.0, "seconds the whole job may run before it is stopped (0: no limit)", min=0)
+    mlflow: bool = option(
+        False, "log the run to MLflow (MLFLOW_TRACKING_URI; experiment: the job's name): params, per-epoch "
+        "metrics, results, plots, metrics.json and the model; needs the mlflow extra"
+    )
+    tensorboard: bool = option(
+        False, "serve <output-dir>/tensorboard (the chief's logs) with TensorBoard on the driver while the job runs "
+        "(prints the URL)"
+    )
 
     def __post_init__(self):
         # One generic check for every field of every subclass; cross-field rules follow in subclasses.
@@ -325,6 +333,16 @@ class JobRun:
             )
         self._lock = runstate.RunLock(output_dir).acquire()
         atexit.register(self._lock.release)
+        self.tracker = None
+        if getattr(cfg, "mlflow", False):
+            from tfos_lib.tracking import MlflowRun
+
+            self.tracker = MlflowRun(job, config_dict(cfg))
+        self.tensorboard = None
+        if getattr(cfg, "tensorboard", False):
+            from tfos_lib.tracking import TensorBoardServer
+
+            self.tensorboard = TensorBoardServer(storage.join(output_dir, "tensorboard"))
         if getattr(cfg, "time_limit", 0):
             _time_limit["deadline"] = time.monotonic() + cfg.time_limit
             timer = threading.Timer(cfg.time_limit, _time_up, (cfg.time_limit,))
@@ -336,11 +354,14 @@ class JobRun:
         """Seconds since the run started."""
         return time.perf_counter() - self._started
 
-    def write_metrics(self, *, data: dict, results: dict, book_reference: Any, resolved: dict | None = None) -> dict:
+    def write_metrics(self, *, data: dict, results: dict, book_reference: Any, resolved: dict | None = None,
+                      input_example: Any = None) -> dict:
         """Writes ``<output_dir>/metrics.json`` atomically and returns what it wrote.
 
         ``resolved``: config values the job derived from its options (e.g. a default
         learning rate that depends on the optimizer), recorded in ``config`` beside them.
+        ``input_example``: a few rows of the exported model's input, MLflow's input example
+        under ``--mlflow`` (default: zeros of the signature's shape).
         """
         from tfos_lib import report
         from tfos_lib.version import __version__
@@ -357,12 +378,27 @@ class JobRun:
         }
         if self.training:
             metrics |= {"num_workers": self.cfg.num_workers, "backend": self.cfg.backend}
+        tracker = self.tracker
+        if tracker is not None:
+            from tfos_lib.tracking import flatten_numbers
+
+            tracker.log_params(resolved or {})
+            tracker.log_results(flatten_numbers(report._to_json(results)) | {"wall_seconds": self.elapsed})
+            models = tracker.log_models(self.cfg.output_dir, input_example)
+            metrics["mlflow"] = {"run_id": tracker.run_id, "experiment": tracker.experiment,
+                                 "tracking_uri": tracker.tracking_uri, "models": models}
         report.write_metrics(self.cfg.output_dir, metrics)
+        if tracker is not None:
+            tracker.log_artifacts(self.cfg.output_dir)
+            tracker.end()
         self.release()
         return metrics
 
     def release(self) -> None:
-        """Gives up the output directory's lock (done by :meth:`write_metrics`, else when the process ends)."""
+        """Gives up the output directory's lock and stops ``--tensorboard`` (done by :meth:`write_metrics`, else when
+        the process ends)."""
+        if self.tensorboard is not None:
+            self.tensorboard.stop()
         if self._lock is not None:
             self._lock.release()
             atexit.unregister(self._lock.release)

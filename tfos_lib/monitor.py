@@ -47,6 +47,10 @@ MAX_LINE = 64 * 1024
 KINDS = frozenset({"started", "heartbeat", "idle", "done", "epoch", "message", "phase"})
 
 
+#: Driver-side callables ``fn(event)`` called with every chief ``epoch`` event (e.g. tfos_lib.tracking's MLflow run).
+EPOCH_LISTENERS: list = []
+
+
 def escape(text) -> str:
     """``text`` with control characters (newlines too) escaped, so that it cannot break or forge a log line."""
     text = str(text)
@@ -223,6 +227,11 @@ class Monitor:
                 self._epochs.append(event)
         if kind == "epoch":
             log.info("%s", format_epoch(event))
+            for listener in list(EPOCH_LISTENERS):
+                try:
+                    listener(dict(event))
+                except Exception:  # a tracker's failure must not stop training
+                    log.exception("epoch listener %r failed", listener)
         elif kind == "message":
             log.info("worker %d: %s", rank, escape(event.get("text", "")))
 

@@ -98,7 +98,8 @@ def import_tensorflow(num_cpus: int | None = None):
 
                 tf.config.list_physical_devices()  # the CUDA probe (cuInit) happens here, inside the window
 
-    if not getattr(tf.keras, "__name__", "").startswith("tf_keras"):
+    # Where Model comes from, not tf.keras.__name__: MLflow's TensorFlow flavour renames the module to tensorflow.keras.
+    if not getattr(getattr(tf.keras, "Model", None), "__module__", "").startswith("tf_keras"):
         raise RuntimeError(
             "tf.keras is Keras 3, but tfos_lib needs legacy Keras (tf-keras 2.x): "
             "MultiWorkerMirroredStrategy training fails under Keras 3. "
