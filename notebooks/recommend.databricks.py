@@ -58,7 +58,7 @@ args = notebook.argv(data_dir=data_dir, generated_events=generated_events, epoch
                      als_iterations=als_iterations, num_workers=num_workers, output_dir=output_dir, mlflow=mlflow,
                      overwrite=True)
 cfg = job.parse_config(recommend.Config, args)  # the job's own options and checks
-path, source = recommend.events_source(cfg, job.setup_logging())
+path, source = recommend.events_source(cfg, job.setup_logging(), dict(spark.sparkContext.getConf().getAll()))
 events = retailrocket.read_events(spark, path, cfg.max_bad_fraction).events
 events.groupBy("event").count().toPandas()
 
