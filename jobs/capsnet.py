@@ -181,7 +181,8 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, kind: str) -> dict:
     result = {
         "history": history, "test_accuracy": float(np.mean(scores.argmax(axis=1) == y_test)),
         "y_pred": scores.argmax(axis=1).tolist(), "y_true": y_test.tolist(), "saved_model": exported,
-        "parameters": int(sum(np.prod(w.shape) for w in local.trainable_weights)), "steps_per_worker": steps * cfg.epochs,
+        "parameters": int(sum(np.prod(w.shape) for w in local.trainable_weights)),
+        "steps_per_worker": steps * cfg.epochs,
         "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / epochs_run,
         "examples_per_second": examples / train_seconds, "resumed_from_epoch": ctx.resumed_from_epoch,
     }
@@ -215,7 +216,7 @@ def figures_data(model, x_test: np.ndarray, y_test: np.ndarray, y_pred: np.ndarr
             shifted[d * len(steps): (d + 1) * len(steps), label, d] += steps
         images = model.reconstruct(shifted, np.full(len(shifted), label)).numpy()
         perturbations.append(images.reshape(16, len(steps), 784).tolist())
-        examples.append(int(hits[0]))
+        examples.append((int(hits[0]), label))
     length = float(np.mean(capsule_lengths(v).numpy().max(axis=1)))
     return {"reconstructions": {"inputs": x_test[:n].tolist(), "outputs": reconstructions.tolist(),
                                 "labels": y_test[:n].tolist(), "predicted": y_pred[:n].tolist()},
@@ -234,10 +235,10 @@ def plot_perturbations(path: str, perturbed: dict) -> None:
     panels = perturbed["images"]
     fig = report.new_figure((4.2 * len(panels), 6.2))
     steps = perturbed["steps"]
-    for ax, images, row in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, perturbed["test_rows"]):
+    for ax, images, (row, label) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, perturbed["test_rows"]):
         grid = np.array(images).reshape(16, len(steps), 28, 28).transpose(0, 2, 1, 3).reshape(16 * 28, -1)
         ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"test row {row}", fontsize=9)
+        ax.set_title(f"{CLASSES[label]} (test row {row})", fontsize=9)
         ax.set_xticks([28 * s + 14 for s in (0, len(steps) // 2, len(steps) - 1)],
                       labels=[f"{steps[0]:+.2f}", "0", f"{steps[-1]:+.2f}"])
         ax.set_yticks([28 * d + 14 for d in range(16)], labels=[str(d) for d in range(16)], fontsize=7)
@@ -266,9 +267,9 @@ def main(argv=None) -> dict:
         log.info("training the baseline CNN the same way")
         cnn_cfg = dataclasses.replace(cfg, output_dir=storage.join(cfg.output_dir, "baseline_cnn"))
         baseline = job.launch(train_fn, cnn_cfg, inputs, spark, extra_args=("cnn",))
-        baseline.pop("y_true")
+        # Its own y_true: the test rows reach each launch's workers in an order of Spark's choosing.
         baseline["confusion_matrix"] = report.plot_confusion_matrix(
-            f"{cnn_cfg.output_dir}/confusion_matrix.png", result["y_true"], baseline.pop("y_pred"), CLASSES,
+            f"{cnn_cfg.output_dir}/confusion_matrix.png", baseline.pop("y_true"), baseline.pop("y_pred"), CLASSES,
             title=f"Baseline CNN: test accuracy {baseline['test_accuracy']:.4f}")
         baseline["per_class_accuracy"] = per_class_accuracy(baseline["confusion_matrix"])
     y_true, y_pred = result.pop("y_true"), result.pop("y_pred")

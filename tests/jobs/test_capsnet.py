@@ -14,7 +14,8 @@ from tfos_lib.datasets import idx
 def _fashion_subset(directory, train=320, test=100):
     """The first rows of the real Fashion-MNIST (the Debian package .ci/run installs) as IDX files."""
     real = idx.load_mnist(capsnet.FASHION_MNIST_DIR)
-    for name, array in (("train-images-idx3-ubyte", real.x_train[:train]), ("train-labels-idx1-ubyte", real.y_train[:train]),
+    for name, array in (("train-images-idx3-ubyte", real.x_train[:train]),
+                        ("train-labels-idx1-ubyte", real.y_train[:train]),
                         ("t10k-images-idx3-ubyte", real.x_test[:test]), ("t10k-labels-idx1-ubyte", real.y_test[:test])):
         idx.write_idx(directory / f"{name}.gz", array)
     return directory
@@ -40,6 +41,8 @@ def test_two_workers_train_capsnet_and_the_baseline_on_real_images(spark, tmp_pa
     # 256 real images, 2 epochs: both models learn something (chance is 0.1), nothing more is promised here.
     assert results["test_accuracy"] > 0.3 and baseline["test_accuracy"] > 0.3
     assert sum(map(sum, results["confusion_matrix"])) == 100
+    for model in (results, baseline):  # each model's matrix holds its own test score
+        assert np.trace(model["confusion_matrix"]) / 100 == pytest.approx(model["test_accuracy"])
     assert set(results["per_class_accuracy"]) == set(capsnet.CLASSES)
     assert (out / "models" / "capsnet" / "1" / "saved_model.pb").exists()
     assert (out / "baseline_cnn" / "models" / "cnn" / "1" / "saved_model.pb").exists()
@@ -72,7 +75,7 @@ def test_the_figures_data_shifts_one_capsule_dimension_at_a_time():
     y = np.arange(12) % 10
     shown = capsnet.figures_data(model, x, y, y, n=4)
     assert np.array(shown["reconstructions"]["outputs"]).shape == (4, 784)
-    assert shown["perturbations"]["test_rows"] == [0, 5, 8, 9]
+    assert shown["perturbations"]["test_rows"] == [(0, 0), (5, 5), (8, 8), (9, 9)]  # (test row, class)
     images = np.array(shown["perturbations"]["images"])
     assert images.shape == (4, 16, 11, 784)
     # The unshifted column (step 0) is the same image for every dimension.
