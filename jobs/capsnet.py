@@ -206,17 +206,17 @@ def figures_data(model, x_test: np.ndarray, y_test: np.ndarray, y_pred: np.ndarr
     v = model.capsules(x_test[:n]).numpy()
     reconstructions = model.reconstruct(v, y_pred[:n]).numpy()
     perturbations, examples = [], []
-    for label in (0, 5, 8, 9):  # T-shirt, sandal, bag, ankle boot
-        hits = np.flatnonzero((y_test == label) & (y_pred == label))
-        if not len(hits):
-            continue
-        capsule = model.capsules(x_test[hits[:1]]).numpy()  # (1, 10, 16)
+    # A T-shirt, a sandal, a bag and an ankle boot classified correctly (else, the first test image as predicted).
+    chosen = [(int(hits[0]), label) for label in (0, 5, 8, 9)
+              if len(hits := np.flatnonzero((y_test == label) & (y_pred == label)))] or [(0, int(y_pred[0]))]
+    for row, label in chosen:
+        capsule = model.capsules(x_test[row: row + 1]).numpy()  # (1, 10, 16)
         shifted = np.repeat(capsule, 16 * len(steps), axis=0)
         for d in range(16):
             shifted[d * len(steps): (d + 1) * len(steps), label, d] += steps
         images = model.reconstruct(shifted, np.full(len(shifted), label)).numpy()
         perturbations.append(images.reshape(16, len(steps), 784).tolist())
-        examples.append((int(hits[0]), label))
+        examples.append((row, label))
     length = float(np.mean(capsule_lengths(v).numpy().max(axis=1)))
     return {"reconstructions": {"inputs": x_test[:n].tolist(), "outputs": reconstructions.tolist(),
                                 "labels": y_test[:n].tolist(), "predicted": y_pred[:n].tolist()},
