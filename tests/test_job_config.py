@@ -292,6 +292,8 @@ def test_a_redeclaration_with_its_own_bounds_replaces_the_inherited_ones():
         ("fraud", ["--split", "month"], "invalid choice: 'month'"),
         ("traffic_signs", ["--steps", "5", "--epochs", "10"], "--steps 5 must be >= --epochs 10"),
         ("traffic_signs", ["--validation-fraction", "1"], "--validation-fraction must be between 0 and 1 (exclusive)"),
+        ("capsnet", ["--routing-iterations", "0"], "--routing-iterations must be >= 1; got 0."),
+        ("capsnet", ["--reconstruction-loss", "l1"], "invalid choice: 'l1'"),
     ],
 )
 def test_jobs_refuse_bad_values_before_starting_spark(capsys, monkeypatch, job, argv, message):
@@ -321,6 +323,7 @@ JOB_LAUNCHER_FLAGS = {
     "exoplanets": ["--num-workers", "--backend"],
     "fraud": LAUNCH_FLAGS + TRAINING_FLAGS,
     "traffic_signs": LAUNCH_FLAGS + TRAINING_FLAGS,
+    "capsnet": LAUNCH_FLAGS + TRAINING_FLAGS,
 }
 
 
