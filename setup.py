@@ -55,7 +55,10 @@ EXTRAS = {
     # The exoplanets job (ch. 2): YDF's distributed GBT learner and workers; astropy's BoxLeastSquares.
     # astropy < 7: 7+ requires numpy >= 2 (the core pin is < 2).
     "trees": ["ydf>=0.16,<0.17", "astropy>=6.1,<7"],
+    # The discogan job (ch. 9): Canny edges for the pix2pix pairs of its offline default (Fashion-MNIST photos).
+    "gan": ["scikit-image>=0.26,<0.27"],
     "test": [
+        "scikit-image>=0.26,<0.27",
         "ydf>=0.16,<0.17",
         "astropy>=6.1,<7",
         "gymnasium>=1.4,<1.5",

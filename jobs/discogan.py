@@ -121,12 +121,12 @@ def build_discriminator(tf, size: int, name: str):
             x = layer(x)
         x = layers.LeakyReLU(0.2)(x)
     x = layers.Flatten()(x)
-    init = tf.keras.initializers.TruncatedNormal(stddev=0.02)
-    x = layers.Dense(512, use_bias=False, kernel_initializer=init, name="fc1")(x)
+    init = tf.keras.initializers.TruncatedNormal
+    x = layers.Dense(512, use_bias=False, kernel_initializer=init(stddev=0.02), name="fc1")(x)
     x = layers.LeakyReLU(0.2)(layers.BatchNormalization(scale=False, momentum=0.9, epsilon=1e-3)(x))
     # Book bug fixed: its last layer is a sigmoid whose output then goes to sigmoid_cross_entropy_with_logits
     # (a second sigmoid: every loss term bounded, e.g. disc_loss in [2.01, 4.01]). Here: a logit.
-    logit = layers.Dense(1, kernel_initializer=init, name="logit")(x)
+    logit = layers.Dense(1, kernel_initializer=init(stddev=0.02), name="logit")(x)
     return tf.keras.Model(inputs, logit, name=name)
 
 
@@ -166,12 +166,14 @@ def build_gan(cfg: Config):
             # Book bug fixed: its reconstructions apply the same generator twice (G_sb(G_sb(a))); the paper's
             # and the book's own maths go there and back: G_ba(G_ab(a)).
             recon_a, recon_b = self.g_ba(fake_b, training=True), self.g_ab(fake_a, training=True)
-            d_a_fake, d_b_fake = self.d_a(fake_a, training=True), self.d_b(fake_b, training=True)
+            # Real and fake go through each discriminator as one batch: with two batches (the book's), batch
+            # normalisation gives each its own statistics and so erases what tells them apart.
+            d_a_real, d_a_fake = tf.split(self.d_a(tf.concat([a, fake_a], 0), training=True), 2)
+            d_b_real, d_b_fake = tf.split(self.d_b(tf.concat([b, fake_b], 0), training=True), 2)
             losses = {
                 "gan_a": bce(d_a_fake, 1.0), "gan_b": bce(d_b_fake, 1.0),  # non-saturating, as the book's code
                 "const_a": tf.reduce_mean(tf.square(recon_a - a)), "const_b": tf.reduce_mean(tf.square(recon_b - b)),
-                "d_loss": bce(self.d_a(a, training=True), 1.0) + bce(d_a_fake, 0.0)
-                + bce(self.d_b(b, training=True), 1.0) + bce(d_b_fake, 0.0),
+                "d_loss": bce(d_a_real, 1.0) + bce(d_a_fake, 0.0) + bce(d_b_real, 1.0) + bce(d_b_fake, 0.0),
             }
             # The book wraps this sum so that `+ gen_b_loss` sits on a line of its own (dropped in Python): all four.
             losses["g_loss"] = losses["gan_a"] + losses["gan_b"] + losses["const_a"] + losses["const_b"]
