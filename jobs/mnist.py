@@ -101,25 +101,15 @@ def load_data(spark, cfg: Config):
     Returns ``(train_df, test_df, source)``; both DataFrames have ``image``
     (array<float> of 784 values in [0, 1]) and ``label`` (int).
     """
-    import pyarrow as pa
     from pyspark.sql import functions as F
 
     arrays = idx.load_mnist(cfg.data_dir) if cfg.data_dir else idx.load_default_digits(seed=cfg.seed)
 
-    def to_frame(images: np.ndarray, labels: np.ndarray):
-        flat = images.reshape(len(images), -1)
-        table = pa.table(
-            {
-                # int16: Spark has no unsigned byte type.
-                "pixels": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1).astype(np.int16)), flat.shape[1]),
-                "label": pa.array(labels.astype(np.int32)),
-            }
-        )
-        return spark.createDataFrame(table).select(
-            F.transform("pixels", lambda v: (v / 255.0).cast("float")).alias("image"), "label"
-        )
+    def scaled(images: np.ndarray, labels: np.ndarray):
+        frame = idx.to_dataframe(spark, images, labels)
+        return frame.select(F.transform("pixels", lambda v: v / 255.0).cast("array<float>").alias("image"), "label")
 
-    return to_frame(arrays.x_train, arrays.y_train), to_frame(arrays.x_test, arrays.y_test), arrays.source
+    return scaled(arrays.x_train, arrays.y_train), scaled(arrays.x_test, arrays.y_test), arrays.source
 
 
 def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config) -> dict:

@@ -21,8 +21,9 @@ each trained only on the ``--lookback-years`` before it, with the book's kernel
 (the reference) and GPs whose hyperparameters are learned by marginal likelihood
 with priors, on log prices (``tfos_lib.gp.models``): RBF trend + Matern 1/2 +
 white ("sum"), RBF + yearly periodic + white ("periodic"), a long Matern 1/2 +
-white ("ou"), "sum" with a Student-t likelihood ("student-t"), and "sum" on
-prices ("sum-price", to measure which space calibrates). One
+white ("ou"), a Brownian motion pinned at the last day + a random drift + white
+("walk", the GP form of the random walk), "sum" with a Student-t likelihood
+("student-t"), and "sum" on prices ("sum-price", to measure which space calibrates). One
 ``tfos_lib.parallel`` task per (ticker, model, batch of ``--windows-per-task``
 windows). Scores per window and per ticker and model: RMSE, MAE, NLPD, coverage
 and width of the 50/80/95% bands, for the naive forecasts too (last value,
@@ -121,7 +122,7 @@ class Config(job.JobConfig):
     )
     backtest_start: int = job.option(2010, "first year the backtest forecasts", min=1900)
     backtest_models: str = job.option(
-        "book,sum,periodic,student-t,ou,sum-price",
+        "book,sum,periodic,student-t,ou,walk,sum-price",
         f"GP models the backtest fits, comma-separated, among {', '.join(bt.GP_MODELS)} (the naive forecasts always run)",
     )
     lookback_years: int = job.option(2, "backtest: each fit trains on the last N*252 trading days before its window", min=1)
@@ -446,13 +447,14 @@ def backtest_main(spark, cfg: Config, run, log, days, source: str) -> dict:
               "windows": {t: len(w) for t, w in info["windows"].items()}},
         results={"backtest": results}, book_reference=BOOK_REFERENCE,
     )
-    log.info("%-6s %-13s %8s %8s %8s %8s %9s | years: %8s %8s", "ticker", "model", "cov95", "cov80", "cov50", "NLPD",
-             "RMSE", "cov95", "NLPD")
+    log.info("%-6s %-13s %8s %8s %8s %8s %16s %9s | years: %8s %8s", "ticker", "model", "cov95", "cov80", "cov50", "NLPD",
+             "vs walk (se)", "RMSE", "cov95", "NLPD")
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for row in results["table"]:
-        q, y = row["quarters"], row["years"]
-        log.info("%-6s %-13s %8s %8s %8s %8s %9.2f | years: %8s %8s", row["ticker"], row["model"], fmt(q.get("coverage_95")),
-                 fmt(q.get("coverage_80")), fmt(q.get("coverage_50")), fmt(q.get("nlpd")), q.get("rmse", float("nan")),
+        q, y, vs = row["quarters"], row["years"], row["nlpd_vs_random_walk"]
+        log.info("%-6s %-13s %8s %8s %8s %8s %16s %9.2f | years: %8s %8s", row["ticker"], row["model"],
+                 fmt(q.get("coverage_95")), fmt(q.get("coverage_80")), fmt(q.get("coverage_50")), fmt(q.get("nlpd")),
+                 "-" if vs is None else f"{vs['mean']:+.3f} ({vs['se']:.3f})", q.get("rmse", float("nan")),
                  fmt(y.get("coverage_95")), fmt(y.get("nlpd")))
     cost = results["cost"]
     log.info("default model: %s (%s)", results["default_model"]["name"], results["default_model"]["why"])

@@ -83,17 +83,9 @@ def build_model(cfg: Config):
 
 def load_data(spark, cfg: Config):
     """``(train_df, test_df, source)``: ``pixels`` (array<float>, 784 raw values 0..255) and ``label`` (int)."""
-    import pyarrow as pa
-
     arrays = idx.load_mnist(cfg.data_dir) if cfg.data_dir else idx.load_default_digits(seed=cfg.seed)
-
-    def to_frame(images: np.ndarray, labels: np.ndarray):
-        flat = images.reshape(len(images), -1).astype(np.float32)
-        pixels = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
-        table = pa.table({"pixels": pixels, "label": pa.array(labels.astype(np.int32))})
-        return spark.createDataFrame(table)
-
-    return to_frame(arrays.x_train, arrays.y_train), to_frame(arrays.x_test, arrays.y_test), arrays.source
+    return (idx.to_dataframe(spark, arrays.x_train, arrays.y_train), idx.to_dataframe(spark, arrays.x_test, arrays.y_test),
+            arrays.source)
 
 
 def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config) -> dict:

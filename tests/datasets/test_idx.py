@@ -3,6 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
+from tfos_lib.datasets import idx
 from tfos_lib.datasets.idx import (
     IdxFormatError,
     find_mnist_files,
@@ -228,3 +229,14 @@ def test_load_default_digits_deterministic():
     np.testing.assert_array_equal(a.y_test, b.y_test)
     c = load_default_digits(seed=4)
     assert not np.array_equal(a.y_train, c.y_train)
+
+
+def test_to_dataframe_keeps_every_pixel_in_row_major_order(spark):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    labels = np.array([3, 1, 4, 1, 5], dtype=np.uint8)
+    frame = idx.to_dataframe(spark, images, labels)
+    assert [f.dataType.simpleString() for f in frame.schema.fields] == ["array<float>", "int"]
+    rows = frame.collect()
+    assert [r.label for r in rows] == labels.tolist()
+    np.testing.assert_array_equal(np.array([r.pixels for r in rows]), images.reshape(5, -1).astype(np.float32))

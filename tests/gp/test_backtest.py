@@ -119,3 +119,14 @@ def test_batches_cover_every_window_of_every_model_once():
     for model in ("naive", "ou"):
         for ticker, names in windows.items():
             assert [n for (t, m, _), b in sorted(batches.items()) if (t, m) == (ticker, model) for n in b] == names
+
+
+def test_paired_difference_against_hand_computed_values():
+    by_model = {"m": {"2017Q1": {"nlpd": 2.0}, "2017Q2": {"nlpd": 3.0}, "2017Q3": {"nlpd": 1.0}, "2017": {"nlpd": 9.0}},
+                "random-walk": {"2017Q1": {"nlpd": 2.5}, "2017Q2": {"nlpd": 2.0}, "2017Q3": {"nlpd": 2.0},
+                                "2017": {"nlpd": 0.0}}}
+    diffs = np.array([-0.5, 1.0, -1.0])  # quarters only: the year window is not paired
+    got = bt.paired_difference(by_model, "m", "random-walk")
+    assert got["windows"] == 3 and got["mean"] == pytest.approx(diffs.mean())
+    assert got["se"] == pytest.approx(diffs.std(ddof=1) / math.sqrt(3))
+    assert bt.paired_difference(by_model, "random-walk", "random-walk") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 
 def test_fast_gradient_gpr_matches_gpflow():
@@ -26,3 +27,36 @@ def test_fast_gradient_gpr_matches_gpflow():
     for fast, reference in zip(*values):
         np.testing.assert_allclose(fast, reference, rtol=1e-8)
 
+
+
+def test_pinned_brownian_is_a_walk_from_the_last_day_each_way():
+    import tfos_lib
+
+    tfos_lib.import_tensorflow()
+    from tfos_lib.gp.models import PinnedBrownian
+
+    x = np.array([[-2.0], [-0.5], [0.0], [0.5], [2.0]])
+    K = PinnedBrownian(variance=3.0)(x).numpy()
+    expected = 3.0 * np.array([[2.0, 0.5, 0, 0, 0], [0.5, 0.5, 0, 0, 0], [0, 0, 0, 0, 0],
+                               [0, 0, 0, 0.5, 0.5], [0, 0, 0, 0.5, 2.0]])
+    np.testing.assert_allclose(K, expected)
+    np.testing.assert_allclose(PinnedBrownian(variance=3.0)(x, full_cov=False).numpy(), np.diag(expected))
+
+
+def test_walk_model_learns_a_random_walks_volatility():
+    """On a simulated log-price random walk, the GP walk's band at a quarter widens like sigma * sqrt(h)."""
+    import pandas as pd
+
+    import tfos_lib
+
+    tfos_lib.import_tensorflow()
+    from tfos_lib.gp.models import fit_learned
+
+    sigma = 0.02
+    prices = 50 * np.exp(np.cumsum(np.random.default_rng(3).normal(0.0, sigma, 504)))
+    horizons = np.array([1, 21, 63])
+    predictive, info = fit_learned(("walk", "gaussian", "log"), pd.DataFrame({"price": prices}), horizons, 100, 3)
+    assert info["train_points"] == 168
+    assert predictive["loc"][0] == pytest.approx(np.log(prices[-1]), abs=0.02)  # starts at the last price
+    ratio = predictive["sd"][1:] / (sigma * np.sqrt(horizons[1:]))
+    assert np.all((ratio > 0.8) & (ratio < 1.3)), ratio

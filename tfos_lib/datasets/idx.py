@@ -322,6 +322,20 @@ def load_mnist(data_dir: str | Path) -> MnistArrays:
     return MnistArrays(**arrays, source=f"mnist-idx:{Path(data_dir)}")
 
 
+def to_dataframe(spark, images: np.ndarray, labels: np.ndarray):
+    """A Spark DataFrame of ``pixels`` (array<float>, the raw values, row-major) and ``label`` (int).
+
+    Built from one Arrow table with a fixed-size list column, so the conversion
+    costs no per-row Python work; scaling is left to the caller's Spark
+    preprocessing (or to the model's graph).
+    """
+    import pyarrow as pa
+
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    pixels = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
+    return spark.createDataFrame(pa.table({"pixels": pixels, "label": pa.array(labels.astype(np.int32))}))
+
+
 def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) weights for 1-D bilinear resampling with half-pixel centres.
 

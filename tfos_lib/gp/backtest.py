@@ -26,7 +26,7 @@ from tfos_lib.gp.scoring import QUARTER_DAYS, YEAR_DAYS, Window, baseline_curve,
 __all__ = [
     "DAY_COLUMNS", "GP_MODELS", "LEARNED_MODELS", "LEVELS", "NAIVE_MODELS", "Predictive", "aggregate", "average_curve_forecast", "backtest_windows", "book_years",
     "evaluate", "forecast_days", "plan_batches", "last_value_forecast", "plot_calibration", "plot_over_time", "random_walk_forecast",
-    "choose_default", "fit_costs", "plot_forecasts", "run_batch", "summarize", "training_rows", "window_scores", "window_time", "write_predictions",
+    "choose_default", "fit_costs", "paired_difference", "plot_forecasts", "run_batch", "summarize", "training_rows", "window_scores", "window_time", "write_predictions",
 ]
 
 #: Nominal levels of the central intervals scored (and drawn in the calibration plot's markers).
@@ -48,6 +48,9 @@ LEARNED_MODELS = {
     "ou": ("ou", "gaussian", "log"),
     "ou-t": ("ou", "student-t", "log"),
     "sum-price": ("sum", "gaussian", "price"),
+    "walk": ("walk", "gaussian", "log"),
+    "walk-ou": ("walk-ou", "gaussian", "log"),
+    "walk-fixed-drift": ("walk-fixed-drift", "gaussian", "log"),
 }
 #: Every GP model: the book's kernel (the reference) and the learned ones.
 GP_MODELS = ("book", *LEARNED_MODELS)
@@ -242,9 +245,24 @@ def summarize(records: Sequence[Mapping], gp_models: Sequence[str], band: tuple[
     table = []
     for ticker, model in sorted({(t, m) for t, m, _ in kinds}):
         table.append({"ticker": ticker, "model": model,
-                      **{kind: aggregate(kinds.get((ticker, model, kind), [])) for kind in ("quarters", "years")}})
+                      **{kind: aggregate(kinds.get((ticker, model, kind), [])) for kind in ("quarters", "years")},
+                      "nlpd_vs_random_walk": paired_difference(per_window[ticker], model, "random-walk")})
     return {"per_window": per_window, "table": table, "pit": pit, "failed": failed,
             "default_model": choose_default(table, gp_models, band)}
+
+
+def paired_difference(by_model: Mapping[str, Mapping[str, Mapping]], model: str, reference: str) -> dict | None:
+    """``model``'s quarter NLPD minus ``reference``'s, window by window: mean, standard error and count.
+
+    A mean below zero by more than about two standard errors says ``model`` forecasts
+    better than ``reference`` on these windows; within that, the two are not told apart.
+    """
+    ours, theirs = by_model.get(model, {}), by_model.get(reference, {})
+    diffs = [ours[w]["nlpd"] - theirs[w]["nlpd"] for w in ours
+             if "Q" in w and w in theirs and ours[w]["nlpd"] is not None and theirs[w]["nlpd"] is not None]
+    if model == reference or len(diffs) < 2:
+        return None
+    return {"mean": float(np.mean(diffs)), "se": float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))), "windows": len(diffs)}
 
 
 def choose_default(table: Sequence[Mapping], gp_models: Sequence[str], band: tuple[float, float]) -> dict:

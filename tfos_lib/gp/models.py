@@ -76,8 +76,50 @@ def fit_book(rows, years: dict[int, dict], window: Window, days: np.ndarray, max
     return predictive, {**info, "train_points": len(rows)}
 
 
+class PinnedBrownian(gpflow.kernels.Kernel):
+    """Brownian motion in both directions from ``x = 0`` (the last known day), pinned to 0 there.
+
+    ``k(x, x') = variance * min(|x|, |x'|)`` when ``x`` and ``x'`` lie on the same side of 0,
+    else 0. Forward it is a random walk started at the last price; backward the
+    training days are the same kind of walk, so the marginal likelihood learns the
+    walk's volatility from them. With a linear mean (the drift) this is the GP form
+    of the random walk with drift, and other kernels added to it model what a walk
+    cannot (e.g. short-term reversion).
+    """
+
+    def __init__(self, variance: float = 1.0):
+        super().__init__()
+        self.variance = gpflow.Parameter(variance, transform=gpflow.utilities.positive())
+
+    def K(self, X, X2=None):
+        X2 = X if X2 is None else X2
+        a, b = X[:, :1], tf.transpose(X2[:, :1])
+        same_side = tf.cast(a * b > 0, a.dtype)
+        return self.variance * same_side * tf.minimum(tf.abs(a), tf.abs(b))
+
+    def K_diag(self, X):
+        return self.variance * tf.abs(X[:, 0])
+
+
 def _kernel(kind: str):
     kernels = gpflow.kernels
+    if kind.startswith("walk"):
+        walk = PinnedBrownian(variance=1.0)
+        walk.variance.prior = _lognormal(1.0, 1.5)
+        white = kernels.White(variance=1e-3)
+        white.variance.prior = _lognormal(1e-3, 1.5)
+        # The drift as a random slope through the last known day: its uncertainty widens the band,
+        # and the marginal likelihood shrinks it toward 0 when the history does not support it.
+        drift = kernels.Linear(variance=0.1)
+        drift.variance.prior = _lognormal(0.1, 1.5)
+        if kind == "walk":
+            return walk + drift + white
+        if kind == "walk-fixed-drift":
+            return walk + white
+        reversion = kernels.Matern12(variance=0.05, lengthscales=0.05)  # weeks: short-term wandering around the walk
+        reversion.lengthscales.prior = _lognormal(0.05, 1.0)
+        reversion.variance.prior = _lognormal(0.05, 1.0)
+        return walk + reversion + white
     trend = kernels.SquaredExponential(variance=1.0, lengthscales=1.0)
     trend.lengthscales.prior = _lognormal(1.0, 0.7)  # about a year (0.25-4 years at 2 sd)
     trend.variance.prior = _lognormal(1.0, 1.0)
@@ -118,13 +160,17 @@ def fit_learned(spec: tuple[str, str, str], rows, horizons: np.ndarray, max_iter
     x = (t / YEAR_DAYS)[:, None].astype(np.float64)
     y = ((values - origin) / spread)[:, None]
     kernel = _kernel(kind)
+    # The walks' mean is a drift (a slope through the last known day); the others revert to the last price.
+    mean = gpflow.mean_functions.Linear(A=np.zeros((1, 1)), b=np.zeros(1)) if kind == "walk-fixed-drift" else None
+    if mean is not None:
+        gpflow.set_trainable(mean.b, False)
     if likelihood == "gaussian":
-        model = FastGradientGPR((x, y), kernel=kernel, noise_variance=1e-3)
+        model = FastGradientGPR((x, y), kernel=kernel, mean_function=mean, noise_variance=1e-3)
         model.likelihood.variance.prior = _lognormal(1e-3, 1.5)
     else:
         lik = gpflow.likelihoods.StudentT(scale=0.03, df=STUDENT_T_DF)
         lik.scale.prior = _lognormal(0.03, 1.0)
-        model = gpflow.models.VGP((x, y), kernel=kernel, likelihood=lik)
+        model = gpflow.models.VGP((x, y), kernel=kernel, likelihood=lik, mean_function=mean)
     info = _minimize(model, max_iter)
     x_new = (np.asarray(horizons, np.float64) / YEAR_DAYS)[:, None]
     if likelihood == "gaussian":
