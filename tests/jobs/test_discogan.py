@@ -83,14 +83,14 @@ def test_train_step_on_two_workers_leaves_identical_weights(spark, tmp_path):
 
 def test_smoke_local_backend_counts_bad_jpegs(spark, tmp_path, check_metrics_envelope):
     data, out = tmp_path / "data", tmp_path / "out"
-    pix2pix.write_fashion_pix2pix(str(data), train_per_domain=16, val_per_domain=8, seed=0)
+    pix2pix.write_fashion_pix2pix(str(data), train_per_domain=16, val_per_domain=10, seed=0)
     shoes = data / "edges2shoes" / "train"
     (shoes / "bad_truncated_AB.jpg").write_bytes(next(shoes.iterdir()).read_bytes()[:1500])
     Image.new("RGB", (256, 256)).save(shoes / "bad_square_AB.jpg")
     metrics = discogan.main(
         ["--backend", "local", "--data-dir", str(data), "--output-dir", str(out), "--image-size", "16",
          "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "4", "--judge-images", "300",
-         "--judge-epochs", "1", "--eval-images", "8"]
+         "--judge-epochs", "1", "--eval-images", "10"]
     )
     saved = json.loads((out / "metrics.json").read_text())
     check_metrics_envelope(saved, "discogan", training=True)
@@ -99,9 +99,9 @@ def test_smoke_local_backend_counts_bad_jpegs(spark, tmp_path, check_metrics_env
     reasons = {os.path.basename(d["path"]): d["error"] for d in files["edges2shoes/train"]["dropped_files"]}
     assert "corrupt image" in reasons["bad_truncated_AB.jpg"]
     assert "256x256 (WxH) is not a pix2pix AB pair" in reasons["bad_square_AB.jpg"]
-    assert files["edges2handbags/val"] == {"used": 8, "dropped": 0, "dropped_files": []}
+    assert files["edges2handbags/val"] == {"used": 10, "dropped": 0, "dropped_files": []}
     results = metrics["results"]
-    assert results["iterations"] == 4 and results["eval_images"] == {"shoes": 8, "bags": 8}
+    assert results["iterations"] == 4 and results["eval_images"] == {"shoes": 10, "bags": 10}
     for name in ("transfer_accuracy_shoes_to_bags", "transfer_accuracy_bags_to_shoes"):
         assert 0 <= results[name] <= 1
     assert results["reconstruction_mse_a_b_a"] >= 0 and np.isfinite(results["identity_mapping_mse_b_a_b"])
