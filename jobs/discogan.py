@@ -201,6 +201,10 @@ def build_gan(cfg: Config):
 
     gan = DiscoGAN()
     gan.compile()
+    # Built with its optimizers' slots before fit, so that BackupAndRestore restores everything at once.
+    gan.build((None, cfg.image_size, cfg.image_size, 3))
+    gan.d_optimizer.build(gan.d_a.trainable_variables + gan.d_b.trainable_variables)
+    gan.g_optimizer.build(gan.g_ab.trainable_variables + gan.g_ba.trainable_variables)
     return gan
 
 
