@@ -294,6 +294,9 @@ def test_a_redeclaration_with_its_own_bounds_replaces_the_inherited_ones():
         ("traffic_signs", ["--validation-fraction", "1"], "--validation-fraction must be between 0 and 1 (exclusive)"),
         ("capsnet", ["--routing-iterations", "0"], "--routing-iterations must be >= 1; got 0."),
         ("capsnet", ["--reconstruction-loss", "l1"], "invalid choice: 'l1'"),
+        ("discogan", ["--image-size", "40"], "--image-size must be a multiple of 16"),
+        ("discogan", ["--beta-1", "1"], "--beta-1 must be >= 0 and < 1; got 1."),
+        ("discogan", ["--generator-steps", "0"], "--generator-steps must be between 1 and 4 (inclusive); got 0."),
     ],
 )
 def test_jobs_refuse_bad_values_before_starting_spark(capsys, monkeypatch, job, argv, message):
@@ -324,6 +327,7 @@ JOB_LAUNCHER_FLAGS = {
     "fraud": LAUNCH_FLAGS + TRAINING_FLAGS,
     "traffic_signs": LAUNCH_FLAGS + TRAINING_FLAGS,
     "capsnet": LAUNCH_FLAGS + TRAINING_FLAGS,
+    "discogan": LAUNCH_FLAGS + TRAINING_FLAGS,
 }
 
 

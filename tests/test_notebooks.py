@@ -16,7 +16,8 @@ _spec.loader.exec_module(build)
 
 NAMES = build.names()
 # Jobs without a notebook yet: adding one is a notebooks/src/<job>.py file (see notebooks/README.md).
-WITHOUT_NOTEBOOK = {"exoplanets", "pacman_dqn", "stock_gp", "text_lstm", "traffic_signs", "transfer_learning", "tflite"}
+WITHOUT_NOTEBOOK = {"capsnet", "discogan", "exoplanets", "pacman_dqn", "stock_gp", "text_lstm", "traffic_signs", "transfer_learning",
+                    "tflite"}
 
 
 def _ipynb(name: str) -> dict:
