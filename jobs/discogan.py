@@ -31,7 +31,6 @@ models/discogan_shoes_to_bags/<version>/ and models/discogan_bags_to_shoes/<vers
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +39,7 @@ import tfos_lib
 from tfos_lib import job, report, storage
 from tfos_lib.datasets import idx, pix2pix
 from tfos_lib.export.saved_model import export_saved_model
+from tfos_lib.ml import gan
 
 BOOK_REFERENCE = {
     "metrics": None,
@@ -48,7 +48,6 @@ BOOK_REFERENCE = {
     "image_size": 64,
     "source": "chapter 9: pictures only; 'took a significant amount of time' on one GTX 1080",
 }
-LOSSES = ("d_loss", "g_loss", "gan_a", "gan_b", "const_a", "const_b")
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,8 @@ class Config(job.TrainingConfig):
     epochs: int = job.option(24, "rounds of --steps-per-epoch iterations; a sample grid and a checkpoint after each")
     steps_per_epoch: int = job.option(25, "iterations per epoch", min=1)
     batch_size: int = job.option(64, "global batch per domain, summed over workers (the book's: 256)")
-    learning_rate: float = job.option(2e-4, "Adam's learning rate, both optimizers (the book's: 0.0002)", greater_than=0)
+    learning_rate: float = job.option(2e-4, "Adam's learning rate, both optimizers (the book's: 0.0002)",
+                                      greater_than=0)
     beta_1: float = job.option(0.5, "Adam's beta_1 (the book: TF's default 0.9; the DiscoGAN paper: 0.5)",
                                min=0, less_than=1)
     generator_steps: int = job.option(2, "generator updates per iteration, each extra one on fresh batches (the "
@@ -82,130 +82,9 @@ class Config(job.TrainingConfig):
 # Model (built in executors).
 
 
-def _conv(tf, filters, strides, bn, name):
-    layers = tf.keras.layers
-    init = tf.keras.initializers.TruncatedNormal(stddev=0.02)
-    # The book's contrib batch_norm: no gamma, decay 0.999, eps 1e-3, no conv bias. Momentum 0.9 here: at
-    # a few hundred steps 0.999 would leave the moving statistics mostly at their initial values.
-    out = [layers.Conv2D(filters, 4, strides, padding="same", use_bias=not bn, kernel_initializer=init, name=name)]
-    if bn:
-        out.append(layers.BatchNormalization(scale=False, momentum=0.9, epsilon=1e-3, name=f"{name}_bn"))
-    return out
-
-
-def build_generator(tf, size: int, name: str):
-    """``(size, size, 3)`` RGB in [0, 1] -> the same: 4 stride-2 convs, 4 2x upsamplings, a 3-channel conv."""
-    layers = tf.keras.layers
-    x = inputs = layers.Input((size, size, 3), name="inputs")
-    for i, filters in enumerate((32, 64, 128, 256)):
-        for layer in _conv(tf, filters, 2, bn=i > 0, name=f"conv{i + 1}"):
-            x = layer(x)
-        x = layers.LeakyReLU(0.2)(x)  # tf.nn.leaky_relu's alpha (Keras' default is 0.3)
-    for i, filters in enumerate((128, 64, 32, 16)):
-        for layer in _conv(tf, 4 * filters, 1, bn=True, name=f"up{i + 1}"):
-            x = layer(x)
-        # The book reshapes [h, w, 4c] to [2h, 2w, c] row-major, which turns each pixel into a 1x4 strip;
-        # depth_to_space makes the 2x2 block the same convolution meant.
-        x = tf.nn.depth_to_space(layers.ReLU()(x), 2)
-    # Book bug fixed: its last layer is a ReLU, unbounded (its saved samples wrap above 1); images are in [0, 1].
-    outputs = layers.Conv2D(3, 4, padding="same", activation="sigmoid", name="outputs")(x)
-    return tf.keras.Model(inputs, outputs, name=name)
-
-
-def build_discriminator(tf, size: int, name: str):
-    """``(size, size, 3)`` -> one logit: 5 stride-2 convs, a 512-unit layer, a linear unit."""
-    layers = tf.keras.layers
-    x = inputs = layers.Input((size, size, 3))
-    for i, filters in enumerate((32, 64, 128, 256, 512)):
-        for layer in _conv(tf, filters, 2, bn=i > 0, name=f"conv{i + 1}"):
-            x = layer(x)
-        x = layers.LeakyReLU(0.2)(x)
-    x = layers.Flatten()(x)
-    init = tf.keras.initializers.TruncatedNormal
-    x = layers.Dense(512, use_bias=False, kernel_initializer=init(stddev=0.02), name="fc1")(x)
-    x = layers.LeakyReLU(0.2)(layers.BatchNormalization(scale=False, momentum=0.9, epsilon=1e-3)(x))
-    # Book bug fixed: its last layer is a sigmoid whose output then goes to sigmoid_cross_entropy_with_logits
-    # (a second sigmoid: every loss term bounded, e.g. disc_loss in [2.01, 4.01]). Here: a logit.
-    logit = layers.Dense(1, kernel_initializer=init(stddev=0.02), name="logit")(x)
-    return tf.keras.Model(inputs, logit, name=name)
-
-
-def build_gan(cfg: Config):
-    """The DiscoGAN as a Keras model whose ``train_step`` updates both discriminators and both generators."""
-    tf = tfos_lib.import_tensorflow()
-
-    def bce(logits, label: float):
-        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.fill(tf.shape(logits), label),
-                                                                      logits=logits))
-
-    class DiscoGAN(tf.keras.Model):
-        """A: shoes, B: bags. ``g_ab`` translates A to B (the book's generator_sb), ``g_ba`` B to A."""
-
-        def __init__(self):
-            super().__init__()
-            size = cfg.image_size
-            self.g_ab, self.g_ba = build_generator(tf, size, "g_ab"), build_generator(tf, size, "g_ba")
-            self.d_a, self.d_b = build_discriminator(tf, size, "d_a"), build_discriminator(tf, size, "d_b")
-            self.trackers = {name: tf.keras.metrics.Mean(name) for name in LOSSES}
-
-        def compile(self):
-            super().compile()
-            # Two optimizers, as the book's: one over the discriminators' variables, one over the generators'.
-            self.d_optimizer = tf.keras.optimizers.Adam(cfg.learning_rate, beta_1=cfg.beta_1, epsilon=1e-8)
-            self.g_optimizer = tf.keras.optimizers.Adam(cfg.learning_rate, beta_1=cfg.beta_1, epsilon=1e-8)
-
-        @property
-        def metrics(self):
-            return list(self.trackers.values())
-
-        def call(self, a, training=False):
-            return self.g_ab(a, training=training)
-
-        def losses_of(self, a, b):
-            fake_b, fake_a = self.g_ab(a, training=True), self.g_ba(b, training=True)
-            # Book bug fixed: its reconstructions apply the same generator twice (G_sb(G_sb(a))); the paper's
-            # and the book's own maths go there and back: G_ba(G_ab(a)).
-            recon_a, recon_b = self.g_ba(fake_b, training=True), self.g_ab(fake_a, training=True)
-            # Real and fake go through each discriminator as one batch: with two batches (the book's), batch
-            # normalisation gives each its own statistics and so erases what tells them apart.
-            d_a_real, d_a_fake = tf.split(self.d_a(tf.concat([a, fake_a], 0), training=True), 2)
-            d_b_real, d_b_fake = tf.split(self.d_b(tf.concat([b, fake_b], 0), training=True), 2)
-            losses = {
-                "gan_a": bce(d_a_fake, 1.0), "gan_b": bce(d_b_fake, 1.0),  # non-saturating, as the book's code
-                "const_a": tf.reduce_mean(tf.square(recon_a - a)), "const_b": tf.reduce_mean(tf.square(recon_b - b)),
-                "d_loss": bce(d_a_real, 1.0) + bce(d_a_fake, 0.0) + bce(d_b_real, 1.0) + bce(d_b_fake, 0.0),
-            }
-            # The book wraps this sum so that `+ gen_b_loss` sits on a line of its own (dropped in Python): all four.
-            losses["g_loss"] = losses["gan_a"] + losses["gan_b"] + losses["const_a"] + losses["const_b"]
-            return losses
-
-        def train_step(self, data):
-            # Per replica: each loss is this replica's mean; the optimizers sum the replicas' gradients.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            d_vars = self.d_a.trainable_variables + self.d_b.trainable_variables
-            g_vars = self.g_ab.trainable_variables + self.g_ba.trainable_variables
-            # As the book: D and G step on gradients of the same forward pass, then G again on fresh batches.
-            with tf.GradientTape(persistent=True) as tape:  # (the scaling must be recorded too)
-                losses = self.losses_of(data[0], data[1])
-                d_loss, g_loss = losses["d_loss"] / replicas, losses["g_loss"] / replicas
-            self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
-            self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
-            del tape
-            for k in range(1, cfg.generator_steps):
-                with tf.GradientTape() as tape:
-                    g_loss = self.losses_of(data[2 * k], data[2 * k + 1])["g_loss"] / replicas
-                self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
-            for name, tracker in self.trackers.items():
-                tracker.update_state(losses[name])
-            return {name: tracker.result() for name, tracker in self.trackers.items()}
-
-    gan = DiscoGAN()
-    gan.compile()
-    # Built with its optimizers' slots before fit, so that BackupAndRestore restores everything at once.
-    gan.build((None, cfg.image_size, cfg.image_size, 3))
-    gan.d_optimizer.build(gan.d_a.trainable_variables + gan.d_b.trainable_variables)
-    gan.g_optimizer.build(gan.g_ab.trainable_variables + gan.g_ba.trainable_variables)
-    return gan
+def build_model(cfg: Config):
+    """The DiscoGAN with the job's settings (``tfos_lib.ml.gan``)."""
+    return gan.build_discogan(cfg.image_size, cfg.learning_rate, cfg.beta_1, cfg.generator_steps)
 
 
 def make_dataset(ctx: tfos_lib.WorkerContext, cfg: Config):
@@ -242,24 +121,6 @@ def to_judge(tf, images: np.ndarray, invert: bool) -> np.ndarray:
     """RGB images in [0, 1] -> the judge's 28x28 grey (inverted for photos on white, Fashion-MNIST's are on black)."""
     grey = tf.image.resize(tf.reduce_mean(images, axis=-1, keepdims=True), (28, 28), antialias=True).numpy()
     return 1.0 - grey if invert else grey
-
-
-def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """The Frechet distance between Gaussians fitted to two feature sets (FID's formula)."""
-    from scipy import linalg
-
-    mu_x, mu_y = x.mean(axis=0), y.mean(axis=0)
-    cov_x, cov_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
-    root = linalg.sqrtm(cov_x @ cov_y)
-    return float(np.sum((mu_x - mu_y) ** 2) + np.trace(cov_x + cov_y - 2 * np.real(root)))
-
-
-def diversity(features: np.ndarray) -> float:
-    """Mean pairwise Euclidean distance between feature vectors (0: every image the same, mode collapse)."""
-    squared = np.sum(features**2, axis=1)
-    distances = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * features @ features.T, 0))
-    n = len(features)
-    return float(distances.sum() / (n * (n - 1)))
 
 
 def sample_grid(g_ab, g_ba, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -315,15 +176,15 @@ def evaluate(tf, g_ab, g_ba, judge_model, a: np.ndarray, b: np.ndarray, invert: 
         "mean_image_mse_a": mse(a.mean(axis=0, keepdims=True), a),
         "mean_image_mse_b": mse(b.mean(axis=0, keepdims=True), b),
         "frechet_distance_judge_features": {
-            "translated_bags_vs_real_bags": frechet_distance(fb_fake, fb_real),
-            "translated_shoes_vs_real_shoes": frechet_distance(fa_fake, fa_real),
-            "untranslated_shoes_vs_real_bags": frechet_distance(fa_real, fb_real),
-            "real_bags_half_vs_half": frechet_distance(fb_real[:half], fb_real[half:]),
-            "real_shoes_half_vs_half": frechet_distance(fa_real[: len(fa_real) // 2], fa_real[len(fa_real) // 2 :]),
+            "translated_bags_vs_real_bags": gan.frechet_distance(fb_fake, fb_real),
+            "translated_shoes_vs_real_shoes": gan.frechet_distance(fa_fake, fa_real),
+            "untranslated_shoes_vs_real_bags": gan.frechet_distance(fa_real, fb_real),
+            "real_bags_half_vs_half": gan.frechet_distance(fb_real[:half], fb_real[half:]),
+            "real_shoes_half_vs_half": gan.frechet_distance(fa_real[: len(fa_real) // 2], fa_real[len(fa_real) // 2 :]),
         },
         "diversity_judge_features": {
-            "translated_bags": diversity(fb_fake), "real_bags": diversity(fb_real),
-            "translated_shoes": diversity(fa_fake), "real_shoes": diversity(fa_real),
+            "translated_bags": gan.diversity(fb_fake), "real_bags": gan.diversity(fb_real),
+            "translated_shoes": gan.diversity(fa_fake), "real_shoes": gan.diversity(fa_real),
         },
     }
 
@@ -337,19 +198,19 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, judge_data: tuple) -> dic
     tf = ctx.tf()
     tf.keras.utils.set_random_seed(cfg.seed)  # same initial weights on every worker
     with ctx.strategy().scope():  # tfos: variables mirrored across workers
-        gan = build_gan(cfg)
+        model = build_model(cfg)
     dataset = make_dataset(ctx, cfg)
     callbacks = ctx.callbacks(cfg.batch_size, cfg.checkpoint_every_steps)  # tfos: resume, progress, TensorBoard
     if ctx.is_chief:
         shape = (-1, cfg.image_size, cfg.image_size, 3)
         a_val, b_val = (ctx.data(name).column("image").reshape(shape) for name in ("a_val", "b_val"))
         # Plain copies (the chief alone runs them; anything under the strategy would wait for the others).
-        g_ab, g_ba = build_generator(tf, cfg.image_size, "g_ab"), build_generator(tf, cfg.image_size, "g_ba")
+        g_ab, g_ba = (gan.build_generator(tf, cfg.image_size, name) for name in ("g_ab", "g_ba"))
         writer = tf.summary.create_file_writer(os.path.join(ctx.output_dir, "tensorboard", "samples"))
 
         def draw(step: int) -> np.ndarray:
-            g_ab.set_weights(gan.g_ab.get_weights())
-            g_ba.set_weights(gan.g_ba.get_weights())
+            g_ab.set_weights(model.g_ab.get_weights())
+            g_ba.set_weights(model.g_ba.get_weights())
             grid = sample_grid(g_ab, g_ba, a_val[:8], b_val[:8])
             save_png(os.path.join(ctx.output_dir, "samples", f"step_{step:06d}.png"), grid)
             with writer.as_default():
@@ -359,7 +220,7 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, judge_data: tuple) -> dic
         callbacks.append(tf.keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: draw((epoch + 1) * cfg.steps_per_epoch)))
         draw(0)
-    history, train_seconds = ctx.fit(gan, dataset, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
+    history, train_seconds = ctx.fit(model, dataset, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
                                      callbacks=callbacks)
     if not ctx.is_chief:
         return {}
@@ -375,8 +236,8 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, judge_data: tuple) -> dic
     invert = bool(border.mean() > 0.5)
     figures = evaluate(tf, g_ab, g_ba, judge_features, a_val, b_val, invert)
     preprocessing = f"{cfg.image_size}x{cfg.image_size} RGB photo scaled to [0, 1] (value / 255)"
-    exported = {name: export_saved_model(model, f"{ctx.output_dir}/models", name, preprocessing=preprocessing)
-                for name, model in (("discogan_shoes_to_bags", g_ab), ("discogan_bags_to_shoes", g_ba))}
+    exported = {name: export_saved_model(generator, f"{ctx.output_dir}/models", name, preprocessing=preprocessing)
+                for name, generator in (("discogan_shoes_to_bags", g_ab), ("discogan_bags_to_shoes", g_ba))}
     pairs = cfg.epochs * cfg.steps_per_epoch * cfg.batch_size
     return {
         **figures,
@@ -402,9 +263,8 @@ def load_data(spark, cfg: Config) -> tuple[dict, dict]:
 
     data_dir, generated = cfg.data_dir, None
     if not data_dir:
-        # Generated once next to the results (a local folder: the generator writes plain files).
-        base = tempfile.gettempdir() if storage.is_remote(cfg.output_dir) else cfg.output_dir
-        data_dir = os.path.abspath(os.path.join(base, "default-pix2pix"))
+        data_dir = storage.default_data_dir(cfg.output_dir, "default-pix2pix",
+                                            dict(spark.sparkContext.getConf().getAll()))
         generated = pix2pix.write_fashion_pix2pix(data_dir, train_per_domain=cfg.default_train,
                                                   val_per_domain=cfg.default_val, seed=cfg.seed)
     inputs, files = {}, {}

@@ -79,7 +79,8 @@ def load_data(spark, cfg: Config):
                  for split, name in kepler.FILES.items()}
         source = f"kaggle-csv:{cfg.data_dir}"
     else:
-        paths = kepler.write_default_data(os.path.join(cfg.output_dir, "default_data"), seed=cfg.seed)
+        directory = storage.default_data_dir(cfg.output_dir, "default_data", dict(spark.sparkContext.getConf().getAll()))
+        paths = kepler.write_default_data(directory, seed=cfg.seed)
         source = f"synthetic (seed {cfg.seed})"
     return kepler.read_split(spark, paths["train"]), kepler.read_split(spark, paths["test"]), source
 

@@ -54,14 +54,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 import tfos_lib
-from tfos_lib import job, parallel
+from tfos_lib import job, parallel, storage
 from tfos_lib.datasets import stocks
 from tfos_lib.gp import backtest as bt
 from tfos_lib.gp.scoring import YEAR_DAYS, Window, collect_inputs, summarize
@@ -170,8 +169,7 @@ def load_data(spark, cfg: Config):
     if cfg.data_dir:
         files, source = stocks.find_csv_files(cfg.data_dir), f"yahoo-csv:{cfg.data_dir}"
     else:
-        # Under --output-dir, which executors can read on a cluster too, and kept for inspection.
-        directory = os.path.join(cfg.output_dir, "default_data")
+        directory = storage.default_data_dir(cfg.output_dir, "default_data", dict(spark.sparkContext.getConf().getAll()))
         files, source = stocks.write_default_data(directory, seed=cfg.seed), f"synthetic (seed {cfg.seed})"
     return stocks.read_prices(spark, files), source
 

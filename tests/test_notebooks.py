@@ -16,8 +16,7 @@ _spec.loader.exec_module(build)
 
 NAMES = build.names()
 # Jobs without a notebook yet: adding one is a notebooks/src/<job>.py file (see notebooks/README.md).
-WITHOUT_NOTEBOOK = {"capsnet", "discogan", "exoplanets", "pacman_dqn", "stock_gp", "text_lstm", "traffic_signs", "transfer_learning",
-                    "tflite"}
+WITHOUT_NOTEBOOK = {"pacman_dqn", "text_lstm", "traffic_signs", "transfer_learning"}
 
 
 def _ipynb(name: str) -> dict:
