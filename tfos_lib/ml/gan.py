@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import tfos_lib
+from tfos_lib.tfenv import import_tensorflow
 
 __all__ = ["LOSSES", "build_discogan", "build_discriminator", "build_generator", "diversity", "frechet_distance"]
 
@@ -71,7 +71,7 @@ def build_discogan(image_size: int, learning_rate: float, beta_1: float, generat
     ``train_step`` takes ``2 * generator_steps`` batches: (A, B) for the joint step, then one fresh (A, B)
     pair per extra generator step.
     """
-    tf = tfos_lib.import_tensorflow()
+    tf = import_tensorflow()
 
     def bce(logits, label: float):
         return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.fill(tf.shape(logits), label),
