@@ -60,3 +60,19 @@ def test_walk_model_learns_a_random_walks_volatility():
     assert predictive["loc"][0] == pytest.approx(np.log(prices[-1]), abs=0.02)  # starts at the last price
     ratio = predictive["sd"][1:] / (sigma * np.sqrt(horizons[1:]))
     assert np.all((ratio > 0.8) & (ratio < 1.3)), ratio
+
+
+@pytest.mark.parametrize("name", ["sum", "periodic", "ou", "walk", "walk-fixed-drift", "walk-ou", "student-t"])
+def test_every_learned_model_fits_and_predicts_a_widening_band(name):
+    import pandas as pd
+
+    import tfos_lib
+
+    tfos_lib.import_tensorflow()
+    from tfos_lib.gp.backtest import LEARNED_MODELS
+    from tfos_lib.gp.models import fit_learned
+
+    prices = 50 * np.exp(np.cumsum(np.random.default_rng(4).normal(0.0, 0.015, 252)))
+    predictive, info = fit_learned(LEARNED_MODELS[name], pd.DataFrame({"price": prices}), np.array([1, 63]), 30, 3)
+    assert info["train_points"] == 84 and np.all(np.isfinite(predictive["loc"]))
+    assert 0 < predictive["sd"][0] < predictive["sd"][1], predictive["sd"]

@@ -42,7 +42,7 @@ SLACK_DAYS = 5  # a window may miss this many of its trading days at the data's 
 #: yearly periodic + white; "ou": one long Matern 1/2 (Ornstein-Uhlenbeck, random-walk-like) + white;
 #: "student-t": "sum" with a Student-t likelihood (variational); "sum-price": "sum" on prices, not log prices;
 #: "walk": a Brownian motion pinned at the last day + a random drift + white (the random walk as a GP);
-#: "walk-fixed-drift": the drift as a learned mean instead; "walk-ou": "walk" + a short Matern 1/2.
+#: "walk-fixed-drift": the drift as a learned mean instead; "walk-ou": that + a short Matern 1/2.
 LEARNED_MODELS = {
     "sum": ("sum", "gaussian", "log"),
     "periodic": ("periodic", "gaussian", "log"),

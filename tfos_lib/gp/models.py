@@ -82,9 +82,9 @@ class PinnedBrownian(gpflow.kernels.Kernel):
     ``k(x, x') = variance * min(|x|, |x'|)`` when ``x`` and ``x'`` lie on the same side of 0,
     else 0. Forward it is a random walk started at the last price; backward the
     training days are the same kind of walk, so the marginal likelihood learns the
-    walk's volatility from them. With a linear mean (the drift) this is the GP form
-    of the random walk with drift, and other kernels added to it model what a walk
-    cannot (e.g. short-term reversion).
+    walk's volatility from them. With a drift (a linear mean, or a linear kernel) this
+    is the GP form of the random walk with drift; other kernels added to it model what
+    a walk cannot (e.g. short-term reversion).
     """
 
     def __init__(self, variance: float = 1.0):
@@ -160,9 +160,11 @@ def fit_learned(spec: tuple[str, str, str], rows, horizons: np.ndarray, max_iter
     x = (t / YEAR_DAYS)[:, None].astype(np.float64)
     y = ((values - origin) / spread)[:, None]
     kernel = _kernel(kind)
-    # The walks' mean is a drift (a slope through the last known day); the others revert to the last price.
-    mean = gpflow.mean_functions.Linear(A=np.zeros((1, 1)), b=np.zeros(1)) if kind == "walk-fixed-drift" else None
-    if mean is not None:
+    # "walk" draws its drift as a kernel; these two learn it as a fixed slope through the last known day.
+    # The others revert to the last price.
+    mean = None
+    if kind in ("walk-fixed-drift", "walk-ou"):
+        mean = gpflow.mean_functions.Linear(A=np.zeros((1, 1)), b=np.zeros(1))
         gpflow.set_trainable(mean.b, False)
     if likelihood == "gaussian":
         model = FastGradientGPR((x, y), kernel=kernel, mean_function=mean, noise_variance=1e-3)
