@@ -36,7 +36,10 @@ def measure(script: str, kind: str, **params) -> dict:
     run = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
     if run.returncode or not lines:
-        tail = "\n".join(run.stderr.splitlines()[-15:])
+        # The Python error, not the JVM's stack frames that Spark logs while it shuts down.
+        lines = [line for line in run.stderr.splitlines() if not line.lstrip().startswith("at ")]
+        start = max((i for i, line in enumerate(lines) if line.startswith("Traceback")), default=len(lines) - 15)
+        tail = "\n".join(lines[start:][:40])
         return {"error": f"exit {run.returncode}: {tail}"}
     return json.loads(lines[-1][len("RESULT ") :])
 
@@ -48,6 +51,11 @@ def run_one(one: str, runners: dict) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def machine() -> dict:
+    """Cores and load average now: how quiet the machine was when a benchmark started."""
+    return {"cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
 def local_cluster_session(executors: int):
     """A SparkSession on ``local-cluster[executors,1,2048]``: one core per executor, quiet, no UI."""
     from pyspark.sql import SparkSession
@@ -56,6 +64,8 @@ def local_cluster_session(executors: int):
         SparkSession.builder.master(f"local-cluster[{executors},1,2048]")
         .config("spark.executor.memory", "1536m")
         .config("spark.executorEnv.TF_USE_LEGACY_KERAS", "1")
+        # tfos_lib refuses Spark's own task retries off local[N]: it restarts from checkpoints itself.
+        .config("spark.task.maxFailures", "1")
         # Executors import tfos_lib, jobs/ and benchmarks/ from this checkout, whatever is installed.
         .config("spark.executorEnv.PYTHONPATH", REPO)
         .config("spark.ui.enabled", "false")

@@ -6,8 +6,18 @@ Compares, on the same synthetic MNIST-shaped data (uint8 images scaled to [0, 1]
 * plain single-process tf-keras, limited to 1 thread and with all threads;
 * tfos_lib with 1 and 2 workers on ``local-cluster[N,1,2048]`` (one core per
   worker), for each backend (barrier, tfos);
+* the same with 20 training steps per TensorFlow call (``--steps-per-execution``);
+* streaming each worker's shard from its spilled file through a bounded shuffle
+  buffer (``--shuffle-buffer``) against the whole shard in memory, on the default
+  rows and on 10x as many, with the worker process's peak resident memory;
+* the CNN's 2 workers with gradients exchanged as float16 (``--all-reduce-precision``);
+* a second ``run()`` in the same application with ``warm_workers`` (a notebook's
+  re-training): its first step after the call;
 * the time from submit (the Spark application's process start) and from the
-  ``tfos_lib.run`` call to the chief's first finished step.
+  ``tfos_lib.run`` call to the chief's first finished step, and what it went to
+  (the chief's start-up timeline: task start, shard spilled, workers met, TensorFlow
+  imported, ``train_fn`` called, strategy ready, first step);
+* each worker's thread settings.
 
 Two models: the MLP 784-256-256-10 (batch 128) the TensorFlowOnSpark figures in
 issue 3 were measured on (input-bound: small steps, so feeding and framework
@@ -38,6 +48,7 @@ import tfos_lib  # noqa: E402  (sets TF_USE_LEGACY_KERAS before TensorFlow is im
 from benchmarks import harness  # noqa: E402
 
 MODELS = {"mlp": {"batch_size": 128}, "cnn": {"batch_size": 128}}
+STREAM_BUFFER = 10_000  # rows in a streaming worker's shuffle buffer
 
 
 def make_arrays(rows: int, seed: int = 0):
@@ -61,7 +72,7 @@ def epoch_timer(tf, batch_size: int, first_step: dict):
             self.started, self.steps = time.perf_counter(), 0
 
         def on_train_batch_end(self, batch, logs=None):
-            self.steps += 1
+            self.steps = batch + 1  # the last step of the call (several with steps_per_execution)
             first_step.setdefault("time", time.time())
 
         def on_epoch_end(self, epoch, logs=None):
@@ -92,24 +103,33 @@ def run_plain(model_name: str, rows: int, epochs: int, threads: int | None) -> d
     return {"examples_per_second": steady_rate(timer.rates)}
 
 
-def train_fn(ctx, model_name: str, epochs: int):
+def train_fn(ctx, model_name: str, epochs: int, steps_per_execution: int, shuffle_buffer: int, precision: str):
+    import resource
+
+    from tfos_lib.tfenv import thread_settings
+
     tf = ctx.tf()
+    ctx.steps_per_execution, ctx.all_reduce_precision = steps_per_execution, precision
     batch = MODELS[model_name]["batch_size"] * ctx.num_workers
-    first_step: dict = {}
+    timeline = dict(ctx.timeline)
     with ctx.strategy().scope():
         model = harness.build_model(model_name)
-    timer = epoch_timer(tf, batch, first_step)
-    model.fit(
-        ctx.distributed_dataset("train", "image", "label", global_batch_size=batch),
-        steps_per_epoch=ctx.data("train").steps_per_epoch(batch),
-        epochs=epochs,
-        callbacks=[timer],
-        verbose=0,
-    )
-    return {"examples_per_second": steady_rate(timer.rates), "first_step_time": first_step["time"]}
+    timeline["strategy_ready"] = time.time()
+    timer = epoch_timer(tf, batch, first_step := {})
+    dataset = ctx.distributed_dataset("train", "image", "label", global_batch_size=batch, shuffle_buffer=shuffle_buffer)
+    ctx.fit(model, dataset, epochs=epochs, steps_per_epoch=ctx.data("train").steps_per_epoch(batch), callbacks=[timer])
+    timeline["first_step"] = first_step["time"]
+    return {
+        "examples_per_second": steady_rate(timer.rates),
+        "timeline": timeline,
+        "threads": thread_settings(tf),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
-def run_launcher(model_name: str, rows: int, epochs: int, workers: int, backend: str, process_start: float) -> dict:
+def run_launcher(model_name: str, rows: int, epochs: int, workers: int, backend: str, process_start: float,
+                 steps_per_execution: int = 1, shuffle_buffer: int = 0, repeat_rows: int = 1,
+                 warm_rerun: bool = False, precision: str = "float32") -> dict:
     import pyarrow as pa
 
     spark = harness.local_cluster_session(workers)
@@ -119,13 +139,21 @@ def run_launcher(model_name: str, rows: int, epochs: int, workers: int, backend:
     )
     df = spark.createDataFrame(table).cache()
     df.count()
-    called = time.time()
-    result = tfos_lib.run(train_fn, model_name, epochs, num_workers=workers, backend=backend, inputs={"train": df}, spark=spark)
+    if repeat_rows > 1:  # more rows than the driver should hold: the same rows, repeated by Spark
+        df = df.crossJoin(spark.range(repeat_rows).withColumnRenamed("id", "copy")).drop("copy")
+    for _ in range(2 if warm_rerun else 1):  # warm_rerun: the figures are the second run's, in the same application
+        called = time.time()
+        result = tfos_lib.run(train_fn, model_name, epochs, steps_per_execution, shuffle_buffer, precision,
+                              num_workers=workers,
+                              backend=backend, inputs={"train": df}, spark=spark, warm_workers=warm_rerun)
     spark.stop()
     return {
         "examples_per_second": result["examples_per_second"],
-        "first_step_from_submit": result["first_step_time"] - process_start,
-        "first_step_from_run": result["first_step_time"] - called,
+        "first_step_from_submit": result["timeline"]["first_step"] - process_start,
+        "first_step_from_run": result["timeline"]["first_step"] - called,
+        "startup": {name: round(t - called, 2) for name, t in result["timeline"].items()},
+        "threads": result["threads"],
+        "peak_rss_mb": round(result["peak_rss_mb"]),
     }
 
 
@@ -140,7 +168,7 @@ def main() -> None:
         return
 
     sizes = {"mlp": (6000, 2), "cnn": (1024, 2)} if args.quick else {"mlp": (60000, 3), "cnn": (6000, 3)}
-    rows_out, figures = [], {}
+    figures = {}
     plan = []
     for model_name, (rows, epochs) in sizes.items():
         common = {"model_name": model_name, "rows": rows, "epochs": epochs}
@@ -150,23 +178,35 @@ def main() -> None:
             (f"{model_name} barrier 1 worker", "launcher", {**common, "workers": 1, "backend": "barrier"}),
             (f"{model_name} barrier 2 workers", "launcher", {**common, "workers": 2, "backend": "barrier"}),
         ]
+        if model_name == "cnn":
+            plan.append((f"{model_name} barrier 2 workers, float16 all-reduce", "launcher",
+                         {**common, "workers": 2, "backend": "barrier", "precision": "float16"}))
         if model_name == "mlp":
+            big = {**common, "epochs": 2, "workers": 1, "backend": "barrier", "repeat_rows": 10}
             plan += [
+                (f"{model_name} barrier 1 worker, 20 steps/call", "launcher",
+                 {**common, "workers": 1, "backend": "barrier", "steps_per_execution": 20}),
+                (f"{model_name} barrier 2 workers, 20 steps/call", "launcher",
+                 {**common, "workers": 2, "backend": "barrier", "steps_per_execution": 20}),
+                (f"{model_name} barrier 1 worker, second run() warm", "launcher",
+                 {**common, "workers": 1, "backend": "barrier", "warm_rerun": True}),
+                (f"{model_name} barrier 2 workers, second run() warm", "launcher",
+                 {**common, "workers": 2, "backend": "barrier", "warm_rerun": True}),
                 (f"{model_name} tfos 1 worker", "launcher", {**common, "workers": 1, "backend": "tfos"}),
                 (f"{model_name} tfos 2 workers", "launcher", {**common, "workers": 2, "backend": "tfos"}),
+                (f"{model_name} 1 worker streamed", "launcher",
+                 {**common, "workers": 1, "backend": "barrier", "shuffle_buffer": STREAM_BUFFER}),
+                (f"{model_name} 1 worker 10x rows in memory", "launcher", big),
+                (f"{model_name} 1 worker 10x rows streamed", "launcher", {**big, "shuffle_buffer": STREAM_BUFFER}),
             ]
+    machine = harness.machine()
+    print(f"machine: {machine['cores']} cores, load average {machine['load_average']} at start", flush=True)
     for label, kind, params in plan:
         if kind == "launcher":  # the "submit" that the first step's time is measured from
             params = {**params, "process_start": time.time()}
         result = harness.measure(__file__, kind, **params)
         figures[label] = result
-        rows_out.append((label, result))
-        print(f"{label:30s} " + (
-            f"{result['examples_per_second']:10,.0f} examples/s"
-            + (f"   first step {result['first_step_from_submit']:5.1f} s after submit"
-               f" ({result['first_step_from_run']:4.1f} s after run())" if "first_step_from_submit" in result else "")
-            if "error" not in result else f"FAILED {result['error']}"
-        ), flush=True)
+        print(f"{label:36s} {describe(result)}", flush=True)
 
     def rate(label):
         return figures.get(label, {}).get("examples_per_second")
@@ -174,19 +214,49 @@ def main() -> None:
     def ratio(a, b):
         return round(rate(a) / rate(b), 3) if rate(a) and rate(b) else None
 
+    def rss(label):
+        return figures.get(label, {}).get("peak_rss_mb")
+
     ratios = {
         "mlp_barrier_1w_vs_plain_1thread": ratio("mlp barrier 1 worker", "mlp plain 1 thread"),
         "mlp_barrier_2w_vs_1w": ratio("mlp barrier 2 workers", "mlp barrier 1 worker"),
+        "mlp_20_steps_per_call_1w_vs_plain_1thread": ratio("mlp barrier 1 worker, 20 steps/call", "mlp plain 1 thread"),
+        "mlp_20_steps_per_call_2w_vs_1w": ratio("mlp barrier 2 workers, 20 steps/call",
+                                                 "mlp barrier 1 worker, 20 steps/call"),
         "mlp_tfos_1w_vs_plain_1thread": ratio("mlp tfos 1 worker", "mlp plain 1 thread"),
         "mlp_tfos_2w_vs_1w": ratio("mlp tfos 2 workers", "mlp tfos 1 worker"),
         "mlp_barrier_vs_tfos_2w": ratio("mlp barrier 2 workers", "mlp tfos 2 workers"),
+        "mlp_streamed_vs_in_memory": ratio("mlp 1 worker streamed", "mlp barrier 1 worker"),
+        "mlp_10x_streamed_vs_in_memory": ratio("mlp 1 worker 10x rows streamed", "mlp 1 worker 10x rows in memory"),
+        "mlp_peak_rss_10x_vs_1x_streamed": round(rss("mlp 1 worker 10x rows streamed") / rss("mlp 1 worker streamed"), 2)
+        if rss("mlp 1 worker 10x rows streamed") and rss("mlp 1 worker streamed") else None,
+        "mlp_peak_rss_10x_vs_1x_in_memory": round(rss("mlp 1 worker 10x rows in memory") / rss("mlp barrier 1 worker"), 2)
+        if rss("mlp 1 worker 10x rows in memory") and rss("mlp barrier 1 worker") else None,
         "cnn_barrier_1w_vs_plain_1thread": ratio("cnn barrier 1 worker", "cnn plain 1 thread"),
         "cnn_barrier_2w_vs_1w": ratio("cnn barrier 2 workers", "cnn barrier 1 worker"),
+        "cnn_barrier_2w_vs_plain_all_threads": ratio("cnn barrier 2 workers", "cnn plain all threads"),
+        "cnn_float16_all_reduce_2w_vs_1w": ratio("cnn barrier 2 workers, float16 all-reduce", "cnn barrier 1 worker"),
     }
+    print("\nstart-up of the chief, seconds after run() (barrier, 2 workers):")
+    for label in ("mlp barrier 1 worker", "mlp barrier 2 workers", "mlp barrier 2 workers, second run() warm",
+                  "cnn barrier 2 workers"):
+        print(f"  {label}: " + ", ".join(f"{k} {v}" for k, v in figures.get(label, {}).get("startup", {}).items()))
     print()
     for name, value in ratios.items():
-        print(f"{name:36s} {value}")
-    print(json.dumps({"sizes": sizes, "figures": figures, "ratios": ratios}))
+        print(f"{name:44s} {value}")
+    print(json.dumps({"machine": machine, "sizes": sizes, "figures": figures, "ratios": ratios}))
+
+
+def describe(result: dict) -> str:
+    if "error" in result:
+        return f"FAILED {result['error']}"
+    text = f"{result['examples_per_second']:10,.0f} examples/s"
+    if "first_step_from_submit" in result:
+        threads = result["threads"]
+        text += (f"   first step {result['first_step_from_submit']:5.1f} s after submit"
+                 f" ({result['first_step_from_run']:4.1f} s after run())   peak RSS {result['peak_rss_mb']:5,} MB"
+                 f"   threads intra {threads['intra_op']} inter {threads['inter_op']} OMP {threads['OMP_NUM_THREADS']}")
+    return text
 
 
 if __name__ == "__main__":

@@ -462,3 +462,72 @@ def test_stage_lays_out_equal_shards(spark, tmp_path, num_workers):
     assert train_plan.dropped_rows == total % num_workers
     assert len(used) == total - train_plan.dropped_rows
     assert used == set(range(total - train_plan.dropped_rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming from the spilled file (--shuffle-buffer): the same rows, bounded memory.
+
+
+def _spilled_shard(tmp_path, rows: int, rows_per_chunk: int) -> ShardData:
+    """One worker's shard of ``rows`` rows (id, x = [id, 2 id], label = id % 7), spilled in chunks."""
+    plan = plan_input("train", ["id", "x", "label"], rows, 1, sharded=True)
+    schema = pa.schema([("id", pa.int64()), ("x", pa.list_(pa.float32(), 2)), ("label", pa.int64())])
+    with pa.ipc.new_file(str(tmp_path / "train.arrow"), schema) as writer:
+        for start in range(0, rows, rows_per_chunk):
+            ids = np.arange(start, min(rows, start + rows_per_chunk))
+            x = pa.FixedSizeListArray.from_arrays(pa.array(np.stack([ids, 2 * ids], 1).reshape(-1), pa.float32()), 2)
+            writer.write_batch(pa.RecordBatch.from_arrays([pa.array(ids), x, pa.array(ids % 7)], schema=schema))
+    return ShardData(plan, str(tmp_path / "train.arrow"), 1, num_cpus=1)
+
+
+def _epochs(dataset, steps: int, epochs: int) -> list[list[int]]:
+    """The ids of each epoch's batches, read from a repeated dataset."""
+    it = iter(dataset)
+    out = []
+    for _ in range(epochs):
+        ids = []
+        for _ in range(steps):
+            features, label = next(it)
+            ids += features["id"].numpy().tolist()
+            np.testing.assert_array_equal(features["x"].numpy()[:, 1], 2 * features["id"].numpy())
+            np.testing.assert_array_equal(label.numpy(), features["id"].numpy() % 7)
+        out.append(ids)
+    return out
+
+
+def test_streamed_batches_equal_in_memory_batches(tmp_path):
+    shard = _spilled_shard(tmp_path, rows=100, rows_per_chunk=16)
+    options = dict(global_batch_size=10, shuffle=False)
+    in_memory = _epochs(shard.dataset(["id", "x"], "label", shuffle_buffer=0, **options), 10, 2)
+    streamed = _epochs(shard.dataset(["id", "x"], "label", shuffle_buffer=8, **options), 10, 2)
+    assert streamed == in_memory == [list(range(100))] * 2
+    # One pass for evaluation: every row once, the last batch short.
+    once = shard.dataset("id", global_batch_size=32, shuffle=False, repeat=False, shuffle_buffer=8)
+    assert [len(b) for b in once] == [32, 32, 32, 4]
+
+
+def test_streamed_shuffle_covers_every_row_each_epoch_in_a_new_order(tmp_path):
+    shard = _spilled_shard(tmp_path, rows=120, rows_per_chunk=10)
+    epochs = _epochs(shard.dataset(["id", "x"], "label", global_batch_size=12, shuffle_buffer=25, seed=3), 10, 3)
+    for ids in epochs:
+        assert sorted(ids) == list(range(120))  # every row exactly once per epoch
+    assert epochs[0] != epochs[1] != epochs[2] and epochs[0] != list(range(120))
+
+
+def test_streaming_reads_the_file_a_chunk_at_a_time(tmp_path):
+    """Memory stays bounded: the first batch needs only the chunks that fill the shuffle buffer, not the file."""
+    shard = _spilled_shard(tmp_path, rows=4000, rows_per_chunk=100)  # 40 chunks, larger than the buffer
+    dataset = shard.dataset(["id", "x"], "label", global_batch_size=10, shuffle_buffer=150)
+    next(iter(dataset))
+    # The 150-row buffer spans at most 3 chunks; prefetching may read a few more, far from all 40.
+    assert 2 <= shard.chunks_read <= 8, shard.chunks_read
+    assert shard._table is None  # the in-memory table was never built
+
+
+def test_shuffle_buffer_default_comes_from_the_shard_and_is_checked(tmp_path):
+    shard = _spilled_shard(tmp_path, rows=50, rows_per_chunk=10)
+    shard.shuffle_buffer = 20  # what the job's --shuffle-buffer sets
+    list(shard.dataset("id", global_batch_size=10, repeat=False))
+    assert shard.chunks_read == 5 and shard._table is None
+    with pytest.raises(ValueError, match="shuffle_buffer must be 0 .in memory. or a number of rows; got -1"):
+        shard.dataset("id", global_batch_size=10, shuffle_buffer=-1)

@@ -32,7 +32,8 @@ def make_callbacks(ctx, global_batch_size: int, checkpoint_every_steps: int | No
       are not waiting for it): score a plain copy of the model.
     """
     tf = ctx.tf()
-    save_freq = checkpoint_every_steps if checkpoint_every_steps else "epoch"
+    # Keras calls batch hooks once per TensorFlow call, i.e. every ctx.steps_per_execution steps.
+    save_freq = -(-checkpoint_every_steps // ctx.steps_per_execution) if checkpoint_every_steps else "epoch"
     callbacks = [
         # First: refuses a checkpoint of another model/config before BackupAndRestore restores it.
         _fingerprint_callback(tf, ctx),
@@ -114,6 +115,7 @@ def _progress_callback(tf, ctx, global_batch_size: int):
             super().__init__()
             self._last_beat = 0.0
             self._epoch_started = 0.0
+            self._first_step = None  # of this epoch: > 0 when it resumed mid-epoch
             self._steps = 0
             self._epoch = 0
 
@@ -126,13 +128,19 @@ def _progress_callback(tf, ctx, global_batch_size: int):
                 if epoch > 0:
                     ctx.log(f"resuming from the checkpoint in {ctx.checkpoint_dir} at epoch {epoch + 1}")
                     ctx.reporter.send("message", text=f"resumed from checkpoint at epoch {epoch + 1}")
-            self._epoch, self._steps = epoch, 0
+            self._epoch, self._steps, self._first_step = epoch, 0, None
             self._epoch_started = time.perf_counter()
             self._beat(force=True)
 
+        def on_train_batch_begin(self, batch, logs=None):
+            if self._first_step is None:
+                self._first_step = batch
+
         def on_train_batch_end(self, batch, logs=None):
-            self._steps += 1
-            self._beat(force=self._steps == 1)  # the driver logs when the first step is done
+            # `batch` is the last step of the TensorFlow call (ctx.steps_per_execution steps each).
+            first = self._steps == 0
+            self._steps = batch + 1 - self._first_step
+            self._beat(force=first)  # the driver logs when the first step is done
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self._epoch_started

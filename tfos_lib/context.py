@@ -64,6 +64,14 @@ class WorkerContext:
     #: resuming from a checkpoint. None before ``fit``.
     resumed_from_epoch: int | None = None
     addresses: tuple[str, ...] = ()
+    #: Training steps per TensorFlow call in :meth:`fit` (the job's ``--steps-per-execution``).
+    steps_per_execution: int = 1
+    #: ``"float16"``: gradients travel between workers as float16 (the job's ``--all-reduce-precision``).
+    all_reduce_precision: str = "float32"
+    #: When this worker passed each stage of its start (``time.time()`` by name, in order): what the
+    #: backend recorded (e.g. ``task_started``, ``shard_spilled``, ``workers_met``), then
+    #: ``tensorflow_imported`` and ``train_fn_called``. The benchmarks print it.
+    timeline: dict[str, float] = field(default_factory=dict)
     _strategy: object = field(default=None, repr=False)
 
     @property
@@ -102,20 +110,36 @@ class WorkerContext:
     def fit(self, model, dataset, *, epochs: int, steps_per_epoch: int, callbacks) -> tuple[dict[str, list[float]], float]:
         """``model.fit`` without Keras' own progress bar (the callbacks report to the driver).
 
+        Runs :attr:`steps_per_execution` steps per TensorFlow call: on a small model the
+        per-step Python and the per-step synchronisation of the metrics across workers
+        cost more than the step itself. Callbacks see every N-th step (:meth:`callbacks`
+        accounts for it).
+
         Returns the ``History`` as plain lists per metric, and the seconds training took.
         """
+        set_steps_per_execution(model, self.steps_per_execution)
+        if self.num_workers > 1 and self.all_reduce_precision == "float16":
+            send_gradients_as_float16(self.tf(), model.optimizer)
         started = time.perf_counter()
         history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
         seconds = time.perf_counter() - started
         return {name: [float(v) for v in values] for name, values in history.history.items()}, seconds
 
     def strategy(self):
-        """The ``tf.distribute.MultiWorkerMirroredStrategy`` all workers train under (created once).
+        """The ``tf.distribute`` strategy all workers train under (created once).
 
-        With one worker it is a one-worker strategy, so job code is the same at any scale.
+        ``MultiWorkerMirroredStrategy`` with two or more workers. One worker pays for no
+        collectives: TensorFlow's default strategy (or ``MirroredStrategy`` over its GPUs
+        when it has several). Job code is the same at any scale.
         """
         if self._strategy is None:
-            self._strategy = self.tf().distribute.MultiWorkerMirroredStrategy()
+            tf = self.tf()
+            if self.num_workers > 1:
+                self._strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            elif len(tf.config.list_logical_devices("GPU")) > 1:
+                self._strategy = tf.distribute.MirroredStrategy()
+            else:
+                self._strategy = tf.distribute.get_strategy()
         return self._strategy
 
     def data(self, name: str) -> ShardData:
@@ -173,6 +197,8 @@ class WorkerSpec:
     #: GPU addresses Spark assigned to this task (``TaskContext.resources()["gpu"]``);
     #: None when the task has no GPU resource (TensorFlow then sees what the host has).
     gpus: tuple[str, ...] | None = None
+    #: Start-up stages the backend passed before the call (see :attr:`WorkerContext.timeline`).
+    timeline: dict[str, float] = field(default_factory=dict)
 
 
 def run_worker(spec: WorkerSpec):
@@ -183,14 +209,18 @@ def run_worker(spec: WorkerSpec):
     """
     import cloudpickle
 
-    from tfos_lib.tfenv import apply_tf_env
+    from tfos_lib.tfenv import TENSORFLOW_READY_AT, apply_tf_env
 
+    timeline = dict(spec.timeline)
+    if TENSORFLOW_READY_AT in os.environ:
+        timeline["tensorflow_imported"] = float(os.environ[TENSORFLOW_READY_AT])
     apply_tf_env()
     if spec.tf_config:
         os.environ["TF_CONFIG"] = spec.tf_config
     else:
         os.environ.pop("TF_CONFIG", None)
     train_fn, args = cloudpickle.loads(spec.payload)
+    config = runstate.job_config(args)
     reporter = Reporter(spec.monitor_address, spec.rank, spec.attempt)
     reporter.send("started", host=socket.gethostname(), attempt=spec.attempt)
     remote = storage.is_remote(spec.output_dir)
@@ -207,12 +237,19 @@ def run_worker(spec: WorkerSpec):
         options=runstate.resumable_options(args),
         backend=spec.backend,
         num_cpus=spec.num_cpus,
-        inputs={name: ShardData(plan, path, spec.num_workers) for name, (plan, path) in spec.inputs.items()},
+        inputs={
+            name: ShardData(plan, path, spec.num_workers, spec.num_cpus, getattr(config, "shuffle_buffer", 0))
+            for name, (plan, path) in spec.inputs.items()
+        },
+        steps_per_execution=getattr(config, "steps_per_execution", 1),
+        all_reduce_precision=getattr(config, "all_reduce_precision", "float32"),
+        timeline=timeline,
         attempt=spec.attempt,
         gpus=spec.gpus,
         reporter=reporter,
         addresses=tuple(json.loads(spec.tf_config)["cluster"]["worker"]) if spec.tf_config else (),
     )
+    timeline["train_fn_called"] = time.time()
     try:
         value = train_fn(ctx, *args)
         if remote:
@@ -223,6 +260,48 @@ def run_worker(spec: WorkerSpec):
         reporter.close()
         if remote:
             shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def set_steps_per_execution(model, steps: int) -> None:
+    """What ``model.compile(steps_per_execution=steps)`` sets, on a model already compiled (tf-keras 2.x)."""
+    if steps < 1:
+        raise ValueError(f"steps_per_execution must be >= 1; got {steps}.")
+    current = getattr(model, "_steps_per_execution", None)
+    if current is None or int(current.numpy()) == steps:
+        return
+    with model.distribute_strategy.scope():
+        model._configure_steps_per_execution(steps)
+    model.train_function = None  # rebuilt by fit() with the new loop
+
+
+def send_gradients_as_float16(tf, optimizer) -> None:
+    """Makes ``optimizer`` all-reduce its dense float32 gradients as float16: half the bytes between workers.
+
+    tf-keras' optimizers aggregate through ``aggregate_gradients``, the method it names
+    for custom aggregation. A gradient beyond float16's range (65504) would become inf:
+    with loss scales as usual that does not happen, but it is why this is an option.
+    """
+    if getattr(optimizer, "_tfos_float16_all_reduce", False):
+        return
+    original = optimizer.aggregate_gradients  # for sparse (embedding) and non-float32 gradients
+
+    def aggregate_gradients(grads_and_vars):
+        pairs = list(grads_and_vars)
+        dense = [i for i, (g, _) in enumerate(pairs) if isinstance(g, tf.Tensor) and g.dtype == tf.float32]
+        others = [i for i, (g, _) in enumerate(pairs) if g is not None and i not in dense]
+        out = list(pairs)
+        if dense:
+            reduced = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, [tf.cast(pairs[i][0], tf.float16) for i in dense])
+            for i, g in zip(dense, reduced):
+                out[i] = (tf.cast(g, tf.float32), pairs[i][1])
+        if others:
+            for i, pair in zip(others, original([pairs[i] for i in others])):
+                out[i] = pair
+        return out
+
+    optimizer.aggregate_gradients = aggregate_gradients
+    optimizer._tfos_float16_all_reduce = True
 
 
 #: Where tf-keras' BackupAndRestore keeps the chief's checkpoint, under the output directory.

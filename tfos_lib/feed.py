@@ -28,6 +28,8 @@ columns or a ``tf.data.Dataset`` of per-worker batches.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -260,11 +262,18 @@ class ShardData:
         num_rows: rows this worker holds (``plan.rows_per_worker``).
     """
 
-    def __init__(self, plan: InputPlan, path: str | None, num_workers: int):
+    def __init__(self, plan: InputPlan, path: str | None, num_workers: int, num_cpus: int | None = None,
+                 shuffle_buffer: int = 0):
         self.plan = plan
         self.path = path
         self.num_workers = num_workers
         self.num_rows = plan.rows_per_worker
+        #: The task's cores: the size of tf.data's thread pool (None: one thread per core of the host).
+        self.num_cpus = num_cpus
+        #: The default of :meth:`dataset`'s ``shuffle_buffer`` (the job's ``--shuffle-buffer``).
+        self.shuffle_buffer = shuffle_buffer
+        #: Arrow record batches read by streaming datasets so far (how tests see that memory stays bounded).
+        self.chunks_read = 0
         self._table = None
 
     def table(self) -> "pa.Table":
@@ -281,9 +290,32 @@ class ShardData:
 
     def column(self, name: str) -> np.ndarray:
         """One column as numpy; fixed-length arrays become extra dimensions ``(rows, d1, ...)``."""
+        self._check_column(name)
+        return arrow_to_numpy(self.table().column(name), f"{self.plan.name}.{name}")
+
+    def _check_column(self, name: str) -> None:
         if name not in self.plan.columns:
             raise KeyError(f"input {self.plan.name!r} has no column {name!r}; its columns are {list(self.plan.columns)}.")
-        return arrow_to_numpy(self.table().column(name), f"{self.plan.name}.{name}")
+
+    def chunks(self, names: list[str], order_seed=None) -> Iterator[tuple[np.ndarray, ...]]:
+        """The columns ``names`` as numpy, one spilled Arrow record batch at a time (bounded memory).
+
+        The file is read, not memory-mapped, so pages already used do not stay in this
+        process's memory. ``order_seed`` (an int or a sequence of ints, as numpy takes it)
+        shuffles the order of the record batches.
+        """
+        for name in names:
+            self._check_column(name)
+        if self.path is None:
+            return
+        with pa_file(self.path) as reader:
+            order = np.arange(reader.num_record_batches)
+            if order_seed is not None:
+                np.random.default_rng(order_seed).shuffle(order)
+            for index in order:
+                batch = reader.get_batch(int(index))
+                self.chunks_read += 1
+                yield tuple(arrow_to_numpy(batch.column(n), f"{self.plan.name}.{n}") for n in names)
 
     def steps_per_epoch(self, global_batch_size: int) -> int:
         """Steps per epoch over this input with ``global_batch_size``; the same on every worker."""
@@ -298,6 +330,7 @@ class ShardData:
         shuffle: bool = True,
         repeat: bool = True,
         seed: int = 0,
+        shuffle_buffer: int | None = None,
     ):
         """A ``tf.data.Dataset`` of this worker's per-worker batches.
 
@@ -312,23 +345,73 @@ class ShardData:
             global_batch_size: batch summed over all workers.
             shuffle: reshuffle the shard every epoch (seeded).
             repeat: repeat forever (training) or pass once.
-            seed: shuffle seed; offset by the shard so workers shuffle differently.
+            seed: shuffle seed.
+            shuffle_buffer: 0: the whole shard is converted to tensors in memory and
+                shuffled whole every epoch; the shard must fit in memory two to three
+                times. N > 0: the rows stream from the spilled file one Arrow record
+                batch at a time (batches in a new order every epoch) through a shuffle
+                buffer of N rows, so memory stays bounded however large the shard is.
+                Either way an epoch covers every row of the shard once. None (default):
+                :attr:`shuffle_buffer`, the job's ``--shuffle-buffer``.
         """
-        import tensorflow as tf
+        from tfos_lib.tfenv import dataset_options, import_tensorflow
 
+        tf = import_tensorflow()
         batch = per_worker_batch_size(global_batch_size, self.num_workers) if self.plan.sharded else global_batch_size
-        x = self.column(features) if isinstance(features, str) else {f: self.column(f) for f in features}
-        tensors = x if label is None else (x, self.column(label))
-        ds = tf.data.Dataset.from_tensor_slices(tensors)
-        if shuffle:
-            ds = ds.shuffle(max(1, self.num_rows), seed=seed, reshuffle_each_iteration=True)
+        names = [features] if isinstance(features, str) else list(features)
+        columns = names + ([label] if label is not None else [])
+
+        def structure(values):
+            x = values[0] if isinstance(features, str) else dict(zip(names, values[: len(names)]))
+            return x if label is None else (x, values[-1])
+
+        shuffle_buffer = self.shuffle_buffer if shuffle_buffer is None else shuffle_buffer
+        if shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be 0 (in memory) or a number of rows; got {shuffle_buffer}.")
+        if shuffle_buffer == 0:
+            ds = tf.data.Dataset.from_tensor_slices(structure([self.column(c) for c in columns]))
+            if shuffle:
+                ds = ds.shuffle(max(1, self.num_rows), seed=seed, reshuffle_each_iteration=True)
+        else:
+            ds = self._streamed(tf, columns, structure, seed if shuffle else None)
+            if shuffle:
+                ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
         ds = ds.batch(batch, drop_remainder=repeat)
-        options = tf.data.Options()
+        options = dataset_options(tf, self.num_cpus)
         # Each worker already holds only its own shard; TensorFlow must not shard it again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    def _streamed(self, tf, columns: list[str], structure, order_seed: int | None):
+        """Rows of ``columns`` read chunk by chunk from the spilled file (one pass per iteration)."""
+        if self.path is None:
+            raise ValueError(f"input {self.plan.name!r} has no rows on this worker; it cannot be streamed.")
+        with pa_file(self.path) as reader:
+            first = reader.get_batch(0).slice(0, 1)
+        specs = []
+        for name in columns:
+            row = arrow_to_numpy(first.column(name), f"{self.plan.name}.{name}")
+            specs.append(tf.TensorSpec((None, *row.shape[1:]), tf.string if row.dtype == object else row.dtype))
+        signature = structure(specs)
+        passes = itertools.count()  # each pass (epoch) visits the chunks in a new order
+
+        def generate():
+            seed = None if order_seed is None else [order_seed, next(passes)]
+            for values in self.chunks(columns, seed):
+                yield structure(list(values))
+
+        return tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
+
+
+@contextlib.contextmanager
+def pa_file(path: str):
+    """An Arrow IPC file reader on ``path``, read (not memory-mapped) so used pages do not stay resident."""
+    import pyarrow as pa
+
+    with pa.OSFile(path) as source:
+        yield pa.ipc.open_file(source)
 
 
 def arrow_to_numpy(array, what: str) -> np.ndarray:

@@ -178,6 +178,18 @@ class TrainingConfig(LaunchConfig):
     checkpoint_every_steps: int = option(
         0, "also checkpoint every N steps (0: at the end of every epoch only)", min=0
     )
+    steps_per_execution: int = option(
+        1, "training steps per TensorFlow call: >1 saves per-step overhead on small models (progress every N steps)",
+        min=1,
+    )
+    all_reduce_precision: str = option(
+        "float32", "precision of the gradients workers exchange: float16 halves the bytes of each all-reduce",
+        choices=("float32", "float16"),
+    )
+    shuffle_buffer: int = option(
+        0, "rows in each worker's shuffle buffer, streamed from its shard on disk (0: the whole shard in memory)",
+        min=0,
+    )
 
 
 def _field_type(annotation) -> type:

@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import re
+import sys
 import tempfile
 import time
 from typing import Any, Callable
@@ -36,6 +37,7 @@ def run(
     spark=None,
     max_restarts: int = 0,
     timeouts: Timeouts | None = None,
+    warm_workers: bool | None = None,
 ) -> Any:
     """Runs ``train_fn(ctx, *args)`` on ``num_workers`` workers and returns the chief's return value.
 
@@ -65,6 +67,13 @@ def run(
             to this many times; training resumes from the last checkpoint
             (``ctx.callbacks``). 0 (default) fails at once.
         timeouts: the launcher's bounded waits (:class:`~tfos_lib.monitor.Timeouts`).
+        warm_workers: (barrier backend) when a run ends, every worker's Spark Python
+            worker keeps a spare process with TensorFlow imported, and the next run takes
+            it if the Python environment is unchanged: re-training in a long-lived
+            application (a notebook) starts in seconds. The spare holds memory (a few
+            hundred MB per worker) until the next run or the application ends; a run with
+            ``warm_workers=False`` ends it. Default: on in a notebook (IPython kernel,
+            Databricks), off elsewhere.
 
     Returns:
         What ``train_fn`` returned on rank 0.
@@ -114,16 +123,24 @@ def run(
             runstate.check_resume(runstate.recorded_fingerprint(output_dir), current, output_dir, compare_model=False)
         if backend != "local":
             check_slots(spark.sparkContext, num_workers, timeouts.start)
-        return _attempts(backend_module, spark, payload, num_workers, inputs, output_dir, timeouts, max_restarts, backend)
+        warm = in_notebook() if warm_workers is None else warm_workers
+        return _attempts(backend_module, spark, payload, num_workers, inputs, output_dir, timeouts, max_restarts,
+                         backend, warm)
 
 
-def _attempts(backend_module, spark, payload, num_workers, inputs, output_dir, timeouts, max_restarts, backend):
+def in_notebook() -> bool:
+    """True in a Jupyter/IPython kernel or on Databricks (where a long-lived application runs again and again)."""
+    return "ipykernel" in sys.modules or "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def _attempts(backend_module, spark, payload, num_workers, inputs, output_dir, timeouts, max_restarts, backend, warm):
     """The restart loop around the backend, under the driver's monitor."""
     with Monitor(num_workers, timeouts) as monitor:
         for attempt in range(max_restarts + 1):
             monitor.stage_started(attempt)
             try:
-                return backend_module.run(spark, payload, num_workers, inputs, output_dir, timeouts, monitor, attempt)
+                return backend_module.run(spark, payload, num_workers, inputs, output_dir, timeouts, monitor, attempt,
+                                          warm_workers=warm)
             except (WorkerError, LauncherTimeout) as error:
                 if attempt == max_restarts or backend == "local":
                     raise

@@ -172,6 +172,78 @@ class ChildProcess:
             self.process.wait()
 
 
+# ---------------------------------------------------------------------------------------------
+# A warm spare: the next worker in this Python process starts with TensorFlow already imported.
+
+#: This process's spare child: ``(child, its workdir, environment_key)``; at most one.
+_spare: list[tuple[ChildProcess, str, str]] = []
+
+
+def environment_key(env: Mapping[str, str]) -> str:
+    """What a spare child shares with the call that takes it: the interpreter, the environment, the code.
+
+    A spare started before ``pip install``, an edit of tfos_lib or a changed variable
+    would run stale code, so all of them change the key: the interpreter, this
+    process's environment plus ``env``, and for every ``sys.path`` entry its
+    modification time (a directory's changes when a package is installed or removed)
+    and the newest file of tfos_lib itself.
+    """
+    import hashlib
+    import json
+
+    def stamp(path: str):
+        try:
+            status = os.stat(path)
+            return [status.st_mtime_ns, status.st_size]
+        except OSError:
+            return None
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    newest = max((stamp(os.path.join(root, f)) or [0, 0])[0]
+                 for root, _, files in os.walk(package) for f in files if f.endswith(".py"))
+    parts = [sys.executable, sorted({**os.environ, **env}.items()), [(p, stamp(p)) for p in sys.path], newest]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def take_spare(env: Mapping[str, str]) -> tuple[ChildProcess, str] | None:
+    """This process's spare child and its workdir, if it is alive and its environment is still ``env``'s.
+
+    A spare that does not match is killed (it would run stale code).
+    """
+    if not _spare:
+        return None
+    child, workdir, key = _spare.pop()
+    if child.process.poll() is None and key == environment_key(env):
+        return child, workdir
+    discard(child, workdir)
+    return None
+
+
+def start_spare(env: Mapping[str, str]) -> None:
+    """Starts a child that imports TensorFlow and waits, for the next call in this process (replacing any spare)."""
+    drop_spare()
+    import tempfile
+
+    workdir = tempfile.mkdtemp(prefix="tfos-spare-")
+    _spare.append((ChildProcess(workdir, env=env, import_tensorflow=True), workdir, environment_key(env)))
+
+
+def drop_spare() -> bool:
+    """Ends this process's spare child, if any (frees its memory); True if there was one."""
+    had_one = bool(_spare)
+    while _spare:
+        child, workdir, _ = _spare.pop()
+        discard(child, workdir)
+    return had_one
+
+
+def discard(child: ChildProcess, workdir: str) -> None:
+    import shutil
+
+    child.kill()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def call_in_process(
     fn: Callable[..., Any],
     args: tuple = (),
@@ -290,9 +362,10 @@ def main(argv: list[str]) -> int:
 
     call_path, result_path = argv[0], argv[1]
     if _PRELOAD_TENSORFLOW in argv[2:] and not os.path.exists(call_path):
-        from tfos_lib.tfenv import import_tensorflow
+        from tfos_lib.tfenv import TENSORFLOW_READY_AT, import_tensorflow
 
         import_tensorflow()
+        os.environ[TENSORFLOW_READY_AT] = repr(time.time())  # for the worker's start-up timeline
     # If the parent dies, so do we (PR_SET_PDEATHSIG), so the wait needs no timeout of its own.
     while not os.path.exists(call_path):
         time.sleep(0.05)

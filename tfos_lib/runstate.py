@@ -33,7 +33,8 @@ FINGERPRINT_FILE = "fingerprint.json"
 #: Options that may change between a run and its resume: how long, where, how many workers, how watched.
 RESUMABLE_CHANGES = frozenset({
     "epochs", "output_dir", "data_dir", "max_restarts", "stall_timeout", "backend", "num_workers", "overwrite",
-    "time_limit", "checkpoint_every_steps", "rendezvous_timeout",
+    "time_limit", "checkpoint_every_steps", "rendezvous_timeout", "steps_per_execution", "shuffle_buffer",
+    "all_reduce_precision",
 })
 
 
@@ -139,9 +140,14 @@ def move_aside(output_dir: str) -> str | None:
 # Fingerprints.
 
 
+def job_config(args: tuple):
+    """The job's config among ``train_fn``'s arguments (the first dataclass instance), or None."""
+    return next((a for a in args if dataclasses.is_dataclass(a) and not isinstance(a, type)), None)
+
+
 def resumable_options(args: tuple) -> dict | None:
     """The options of the job config in ``args`` (its first dataclass) that a checkpoint must match."""
-    config = next((a for a in args if dataclasses.is_dataclass(a) and not isinstance(a, type)), None)
+    config = job_config(args)
     if config is None:
         return None
     values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in RESUMABLE_CHANGES}

@@ -18,14 +18,14 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from typing import Any
 
-from tfos_lib import feed
+from tfos_lib import feed, process
 from tfos_lib.context import WorkerSpec, run_worker
 from tfos_lib.errors import LauncherTimeout, ProcessFailed, WorkerError
 from tfos_lib.feed import InputPlan
-from tfos_lib.process import ChildProcess
 
 log = logging.getLogger("tfos_lib")
 
@@ -34,8 +34,15 @@ _RESULT_SCHEMA = "rank long, value binary"
 _ERROR_START, _ERROR_END = "<<tfos_lib worker failure>>", "<</tfos_lib worker failure>>"
 
 
-def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, timeouts, monitor, attempt: int) -> Any:
+def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, timeouts, monitor, attempt: int,
+        warm_workers: bool = False) -> Any:
     """Runs one barrier stage of ``num_workers`` tasks and returns the chief's value (driver side).
+
+    ``warm_workers``: each task leaves a spare TensorFlow process in its Spark Python
+    worker when it ends, and takes the spare its Python worker holds when it starts
+    (if the environment is unchanged, :func:`tfos_lib.process.environment_key`), so a
+    second run in the same application does not wait for TensorFlow to import.
+    Without it, a task ends any spare its Python worker holds.
 
     Raises:
         WorkerError: a worker failed (with its traceback when it has one).
@@ -56,6 +63,7 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
         output_dir=output_dir,
         monitor_address=monitor.address,
         attempt=attempt,
+        warm_workers=warm_workers,
     )
     try:
         rows = collect_watched(spark, staged.mapInArrow(task, _RESULT_SCHEMA, barrier=True), monitor)
@@ -114,6 +122,7 @@ def _barrier_task(
     output_dir: str,
     monitor_address: str,
     attempt: int,
+    warm_workers: bool,
 ):
     """The Spark task of worker ``rank``: spill the shard, meet the others, train in a child process."""
     import pyarrow as pa
@@ -122,14 +131,26 @@ def _barrier_task(
     from tfos_lib.rendezvous import find_free_port, tf_config_json
     from tfos_lib.tfenv import task_env, task_gpus
 
+    timeline = {"task_started": time.time()}
     context = BarrierTaskContext.get()
     rank = context.partitionId()
-    workdir = tempfile.mkdtemp(prefix=f"tfos-worker-{rank}-")
     gpus = task_gpus(context)  # tfos: each worker sees only its own GPUs
-    # Start the child now: it imports TensorFlow (slow) while this task receives its shard.
-    child = ChildProcess(workdir, env=task_env(context.cpus(), gpus), import_tensorflow=True)
+    env = task_env(context.cpus(), gpus)
+    spare = None
+    if warm_workers:
+        spare = process.take_spare(env)
+    elif process.drop_spare():
+        timeline["spare_dropped"] = time.time()
+    if spare:
+        child, workdir = spare
+        timeline["spare_taken"] = time.time()
+    else:
+        workdir = tempfile.mkdtemp(prefix=f"tfos-worker-{rank}-")
+        # Start the child now: it imports TensorFlow (slow) while this task receives its shard.
+        child = process.ChildProcess(workdir, env=env, import_tensorflow=True)
     try:
         counts = feed.spill(batches, plans, workdir)
+        timeline["shard_spilled"] = time.time()
         for name, plan in plans.items():
             if counts[name] != plan.rows_per_worker:
                 raise RuntimeError(
@@ -138,6 +159,7 @@ def _barrier_task(
                 )
         host = context.getTaskInfos()[rank].address.rsplit(":", 1)[0]
         addresses = context.allGather(f"{host}:{find_free_port()}")
+        timeline["workers_met"] = time.time()
         spec = WorkerSpec(
             rank=rank,
             num_workers=num_workers,
@@ -153,11 +175,14 @@ def _barrier_task(
             monitor_address=monitor_address,
             attempt=attempt,
             gpus=gpus,
+            timeline=timeline,
         )
         try:
             value = child.run(run_worker, (spec,))
         except ProcessFailed as failure:
             raise RuntimeError(f"{_ERROR_START}{rank}\n{failure.detail}{_ERROR_END}") from None
+        if warm_workers:
+            process.start_spare(env)  # for the next run in this application
         import cloudpickle
 
         # Only the chief's value travels back to the driver.

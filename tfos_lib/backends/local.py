@@ -15,8 +15,12 @@ from tfos_lib import feed
 from tfos_lib.context import WorkerSpec, run_worker
 
 
-def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, timeouts, monitor, attempt: int) -> Any:
-    """Runs the one worker here and returns its value (driver side; ``num_workers`` is always 1)."""
+def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, timeouts, monitor, attempt: int,
+        warm_workers: bool = False) -> Any:
+    """Runs the one worker here and returns its value (driver side; ``num_workers`` is always 1).
+
+    ``warm_workers`` changes nothing: the worker is the driver's own process.
+    """
     import pyarrow as pa
 
     workdir = tempfile.mkdtemp(prefix="tfos-local-")

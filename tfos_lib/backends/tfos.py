@@ -37,8 +37,12 @@ from tfos_lib.feed import INPUT_COLUMN, InputPlan
 log = logging.getLogger("tfos_lib")
 
 
-def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, timeouts, monitor, attempt: int):
-    """Runs the job through ``TFCluster.run`` and returns the chief's value (driver side)."""
+def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, timeouts, monitor, attempt: int,
+        warm_workers: bool = False):
+    """Runs the job through ``TFCluster.run`` and returns the chief's value (driver side).
+
+    ``warm_workers`` is not supported (TensorFlowOnSpark manages its own processes) and ignored.
+    """
     try:
         from tensorflowonspark import TFCluster
     except ImportError as error:
