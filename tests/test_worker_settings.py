@@ -153,3 +153,18 @@ def test_float16_all_reduce_sends_dense_gradients_as_float16_and_leaves_sparse_o
     # The dense gradient went through float16 (1/3 rounds to 0.33325); the sparse row kept float32.
     np.testing.assert_array_equal(dense.numpy(), -np.array([np.float16(third), 2.0], np.float32))
     np.testing.assert_array_equal(table.numpy()[:, 0], [0.0, -third, 0.0])
+
+
+def test_worker_addresses_from_either_kind_of_tf_config():
+    import json
+
+    from tfos_lib.context import cluster_addresses
+
+    ours = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    # TensorFlowOnSpark's: a chief job (rank 0) and, with more than one node, workers (ranks 1..).
+    tfos_one = {"cluster": {"chief": ["a:1"]}, "task": {"type": "chief", "index": 0}}
+    tfos_two = {"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "worker", "index": 0}}
+    assert cluster_addresses(json.dumps(ours)) == ("a:1", "b:2")
+    assert cluster_addresses(json.dumps(tfos_one)) == ("a:1",)
+    assert cluster_addresses(json.dumps(tfos_two)) == ("a:1", "b:2")
+    assert cluster_addresses(None) == ()

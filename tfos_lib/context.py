@@ -247,7 +247,7 @@ def run_worker(spec: WorkerSpec):
         attempt=spec.attempt,
         gpus=spec.gpus,
         reporter=reporter,
-        addresses=tuple(json.loads(spec.tf_config)["cluster"]["worker"]) if spec.tf_config else (),
+        addresses=cluster_addresses(spec.tf_config),
     )
     timeline["train_fn_called"] = time.time()
     try:
@@ -260,6 +260,15 @@ def run_worker(spec: WorkerSpec):
         reporter.close()
         if remote:
             shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def cluster_addresses(tf_config: str | None) -> tuple[str, ...]:
+    """Every worker's ``host:port`` by rank from a ``TF_CONFIG``: the chief first when it has its own job
+    (TensorFlowOnSpark's clusters have one), then the workers."""
+    if not tf_config:
+        return ()
+    cluster = json.loads(tf_config)["cluster"]
+    return tuple(cluster.get("chief", []) + cluster.get("worker", []))
 
 
 def set_steps_per_execution(model, steps: int) -> None:

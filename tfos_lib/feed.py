@@ -372,20 +372,25 @@ class ShardData:
             ds = tf.data.Dataset.from_tensor_slices(structure([self.column(c) for c in columns]))
             if shuffle:
                 ds = ds.shuffle(max(1, self.num_rows), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.repeat() if repeat else ds
+            ds = ds.batch(batch, drop_remainder=repeat)
         else:
-            ds = self._streamed(tf, columns, structure, seed if shuffle else None)
-            if shuffle:
-                ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        ds = ds.batch(batch, drop_remainder=repeat)
+            # Blocks of rows in, batches out: rebatch slices blocks, with no per-row tf.data work.
+            ds = self._streamed(tf, columns, structure, shuffle_buffer, seed if shuffle else None)
+            ds = ds.repeat() if repeat else ds
+            ds = ds.rebatch(batch, drop_remainder=repeat)
         options = dataset_options(tf, self.num_cpus)
         # Each worker already holds only its own shard; TensorFlow must not shard it again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
-    def _streamed(self, tf, columns: list[str], structure, order_seed: int | None):
-        """Rows of ``columns`` read chunk by chunk from the spilled file (one pass per iteration)."""
+    def _streamed(self, tf, columns: list[str], structure, shuffle_buffer: int, seed: int | None):
+        """Blocks of rows of ``columns`` read chunk by chunk from the spilled file, one pass per iteration.
+
+        With a ``seed``, every pass reads the record batches in a new order and shuffles
+        the rows within windows of at least ``shuffle_buffer`` rows (whole record batches
+        pooled, then permuted), so memory holds about two windows, never the shard.
+        """
         if self.path is None:
             raise ValueError(f"input {self.plan.name!r} has no rows on this worker; it cannot be streamed.")
         with pa_file(self.path) as reader:
@@ -394,15 +399,32 @@ class ShardData:
         for name in columns:
             row = arrow_to_numpy(first.column(name), f"{self.plan.name}.{name}")
             specs.append(tf.TensorSpec((None, *row.shape[1:]), tf.string if row.dtype == object else row.dtype))
-        signature = structure(specs)
-        passes = itertools.count()  # each pass (epoch) visits the chunks in a new order
+        passes = itertools.count()
 
         def generate():
-            seed = None if order_seed is None else [order_seed, next(passes)]
-            for values in self.chunks(columns, seed):
-                yield structure(list(values))
+            if seed is None:
+                for values in self.chunks(columns):
+                    yield structure(list(values))
+                return
+            pass_seed = [seed, next(passes)]
+            rng = np.random.default_rng(pass_seed)
+            window: list[tuple[np.ndarray, ...]] = []
+            for values in self.chunks(columns, pass_seed):
+                window.append(values)
+                if sum(len(v[0]) for v in window) >= shuffle_buffer:
+                    yield structure(_shuffled(window, rng))
+                    window = []
+            if window:
+                yield structure(_shuffled(window, rng))
 
-        return tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
+        return tf.data.Dataset.from_generator(generate, output_signature=structure(specs))
+
+
+def _shuffled(window: list[tuple[np.ndarray, ...]], rng: np.random.Generator) -> list[np.ndarray]:
+    """The window's chunks joined column by column, rows in one random order."""
+    columns = [np.concatenate(parts) for parts in zip(*window)]
+    order = rng.permutation(len(columns[0]))
+    return [column[order] for column in columns]
 
 
 @contextlib.contextmanager
