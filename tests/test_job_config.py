@@ -36,7 +36,9 @@ class DemoConfig(TrainingConfig):
 
 COMMON_FLAGS = ["--data-dir", "--output-dir", "--seed", "--overwrite", "--time-limit", "--mlflow", "--tensorboard"]
 LAUNCH_FLAGS = ["--num-workers", "--backend", "--batch-size", "--max-restarts", "--stall-timeout"]
-TRAINING_FLAGS = ["--epochs", "--checkpoint-every-steps"]
+TRAINING_FLAGS = [
+    "--epochs", "--checkpoint-every-steps", "--steps-per-execution", "--all-reduce-precision", "--shuffle-buffer",
+]
 ALL_FLAGS = [
     *COMMON_FLAGS,
     *LAUNCH_FLAGS,
@@ -89,6 +91,9 @@ def test_defaults():
         "stall_timeout": 600.0,
         "epochs": 3,
         "checkpoint_every_steps": 0,
+        "steps_per_execution": 1,
+        "all_reduce_precision": "float32",
+        "shuffle_buffer": 0,
         "model": "logreg",
         "learning_rate": None,
         "warmup_steps": None,
