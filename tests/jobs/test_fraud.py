@@ -90,3 +90,24 @@ def test_the_books_random_split_is_an_option(spark):
     # Shuffled: the test rows span the whole period.
     assert sizes["test"]["first_time"] < 100 and sizes["test"]["last_time"] > 1900
     assert parts.where("part = 'test'").count() == sizes["test"]["rows"]  # the cached split does not redraw
+
+
+def test_generated_default_data_with_an_s3_output_goes_to_a_local_scratch_folder(s3, spark, monkeypatch):
+    """No --data-dir and --output-dir on an S3 server: the generated creditcard.csv is written where Spark can
+    read it (storage.default_data_dir: a local scratch folder, never the bucket); model, metrics and plots go to S3."""
+    import functools
+
+    from tfos_lib import storage
+
+    monkeypatch.setattr(creditcard, "write_default_data",  # the real size takes a minute to train on; same format
+                        functools.partial(creditcard.write_default_data, rows=4000, frauds=120, duplicates=10))
+    out = "s3a://runs/fraud"
+    fraud.main(["--backend", "local", "--epochs", "1", "--output-dir", out])
+    saved = json.loads(storage.read_bytes(f"{out}/metrics.json"))
+    assert saved["data"]["source"] == "generated (seed 0)" and saved["data"]["rows_read"] == 4000
+    scratch = storage.default_data_dir(out, "default_data")
+    assert os.path.isfile(os.path.join(scratch, creditcard.CREDITCARD_FILE))
+    files = storage.list_files(out)
+    assert "models/fraud/1/saved_model.pb" in files and "pr_curves.png" in files
+    assert not any("default_data" in f for f in files)
+    assert not os.path.exists("s3a:")  # a URI taken for a local path would leave this folder in the working directory
