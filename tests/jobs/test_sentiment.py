@@ -118,7 +118,7 @@ def test_distinct_sentence_split_has_no_overlap_random_split_leaks(spark, tmp_pa
 
 def test_two_workers_train_export_and_write_the_page(sentiment_run, check_metrics_envelope):
     """The whole job on a generated file: 2 barrier workers on local[2], both splits."""
-    out, metrics, rows = sentiment_run
+    out, metrics, rows, figures = sentiment_run
     epochs = 6
     saved = json.loads((out / "metrics.json").read_text())
     check_metrics_envelope(saved, "sentiment", training=True)
@@ -138,7 +138,12 @@ def test_two_workers_train_export_and_write_the_page(sentiment_run, check_metric
     assert metrics["results"]["test_accuracy"] == honest["test_accuracy"]
     assert set(saved["results"]["probes"]) == set(sentiment.BOOK_PROBES)
     assert all(0.0 < p["distinct_sentence_model"] < 1.0 for p in saved["results"]["probes"].values())
-    assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Both splits' curves, one point per epoch, the values the job recorded.
+    curves = {k: v for ax in figures["training_curves.png"] for k, v in ax["lines"].items()}
+    for label, split in (("by sentence", honest), ("random rows (leaky)", leaky)):
+        assert curves[f"{label}: loss"] == pytest.approx(split["history"]["loss"])
+        assert curves[f"{label}: held-out accuracy"] == pytest.approx(split["history"]["heldout_accuracy"])
+    assert len(curves) == 2 * 5
     assert (out / "models" / "sentiment" / "1" / "saved_model.pb").exists()
     assert not (out / "random_row_split" / "models").exists()  # only the honest model is exported
 
