@@ -22,7 +22,9 @@ the same split: Spark MLlib's logistic regression with class weights
 
 Data: ``creditcard.csv`` from ``--data-dir``; without it, a generated file in the
 same format at the real size (284,807 rows, 492 frauds; see
-:mod:`tfos_lib.datasets.creditcard`). Run::
+:mod:`tfos_lib.datasets.creditcard`), written to ``<output-dir>/default_data/`` when
+that is a local path, else to a local scratch folder
+(:func:`tfos_lib.storage.default_data_dir`). Run::
 
     ./spark-submit.sh fraud                                   # generated data, 1 worker
     ./spark-submit.sh fraud --master local-cluster[2,1,2048] -- --num-workers 2
@@ -83,7 +85,8 @@ def load_data(spark, cfg: Config):
         path = creditcard.find_creditcard_file(cfg.data_dir)
         source = f"creditcard-csv:{path}"
     else:
-        path = creditcard.write_default_data(os.path.join(cfg.output_dir, "default_data"), seed=cfg.seed)
+        conf = dict(spark.sparkContext.getConf().getAll())
+        path = creditcard.write_default_data(storage.default_data_dir(cfg.output_dir, "default_data", conf), seed=cfg.seed)
         source = f"generated (seed {cfg.seed})"
     rows, counts = creditcard.read_transactions(spark, os.path.abspath(path))
     return rows, counts, source

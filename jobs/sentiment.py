@@ -29,7 +29,8 @@ What this job changes, and why:
 
 Data: ``--data-dir`` holds ``sentiment.txt`` (``label<TAB>sentence``); the book's is
 in ``../shared/data/book/ch03``. Without it the job writes a generated file in the
-same format to ``<output-dir>/default-data/sentiment.txt``.
+same format to ``<output-dir>/default-data/sentiment.txt`` when that is a local path, else
+in a local scratch folder (:func:`tfos_lib.storage.default_data_dir`).
 
 Run::
 
@@ -50,14 +51,13 @@ import dataclasses
 import functools
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import tfos_lib
-from tfos_lib import job, report
+from tfos_lib import job, report, storage
 from tfos_lib.datasets import sentences, text
 from tfos_lib.export import tfjs
 from tfos_lib.export.saved_model import export_saved_model
@@ -142,7 +142,8 @@ def load_data(spark, cfg: Config):
     if cfg.data_dir:
         path, source = sentences.find_sentiment_file(cfg.data_dir), None
     else:
-        target = Path(cfg.output_dir) / "default-data" / sentences.SENTIMENT_FILE
+        conf = dict(spark.sparkContext.getConf().getAll())
+        target = Path(storage.default_data_dir(cfg.output_dir, "default-data", conf)) / sentences.SENTIMENT_FILE
         path = str(sentences.write_synthetic(target, cfg.synthetic_rows, cfg.seed))
         source = f"generated ({cfg.synthetic_rows} rows, seed {cfg.seed})"
     rows = (
@@ -297,20 +298,19 @@ def run_split(spark, cfg: Config, rows, split: str, probes) -> tuple[dict, text.
     return metrics, vocabulary, max_len
 
 
-def write_page(web_dir: Path, vocabulary: text.Vocabulary, max_len: int, bundle: Path | None) -> dict:
-    """token_index.csv, index.html and tf.min.js next to the chief's model.json (driver)."""
-    web_dir.mkdir(parents=True, exist_ok=True)
-    (web_dir / "token_index.csv").write_text(vocabulary.to_csv(), encoding="utf-8")
+def write_page(web_dir: str, vocabulary: text.Vocabulary, max_len: int, bundle: Path | None) -> dict:
+    """token_index.csv, index.html and tf.min.js next to the chief's model.json (driver; ``web_dir`` may be a URI)."""
+    storage.write_bytes(storage.join(web_dir, "token_index.csv"), vocabulary.to_csv().encode("utf-8"))
     config = {**text.tokenizer_spec(max_len), "probes": list(BOOK_PROBES)}
     template = PAGE_TEMPLATE.read_text(encoding="utf-8")
     if template.count(PAGE_PLACEHOLDER) != 1:
         raise ValueError(f"{PAGE_TEMPLATE} must contain {PAGE_PLACEHOLDER!r} exactly once (where the page's config goes).")
     # "</" would end the <script> element the JSON sits in.
     page = template.replace(PAGE_PLACEHOLDER, json.dumps(config).replace("</", "<\\/"))
-    (web_dir / "index.html").write_text(page, encoding="utf-8")
+    storage.write_bytes(storage.join(web_dir, "index.html"), page.encode("utf-8"))
     if bundle is not None:
-        shutil.copyfile(bundle, web_dir / "tf.min.js")
-    return {"web_dir": str(web_dir), "files": sorted(p.name for p in web_dir.iterdir()),
+        storage.write_bytes(storage.join(web_dir, "tf.min.js"), bundle.read_bytes())
+    return {"web_dir": web_dir, "files": sorted(storage.list_files(web_dir)),
             "tfjs_bundle": str(bundle) if bundle else None}
 
 
@@ -333,7 +333,7 @@ def main(argv=None) -> dict:
         log.info("training on the %s split (%s) with %d %s worker(s)", split, source, cfg.num_workers, cfg.backend)
         evaluation[split], vocabulary, max_len = run_split(spark, cfg, rows, split, probes)
         if split == "distinct_sentence":
-            page = write_page(Path(cfg.output_dir) / "web", vocabulary, max_len, bundle)
+            page = write_page(storage.join(cfg.output_dir, "web"), vocabulary, max_len, bundle)
         curves |= {f"{_PLOT_LABELS[split]}: {name.replace('heldout_', 'held-out ').replace('_', ' ')}": values
                    for name, values in evaluation[split]["history"].items()}
     report.plot_curves(f"{cfg.output_dir}/training_curves.png", curves, title="Chapter 3 GRU: training vs held-out rows")

@@ -225,13 +225,15 @@ def check_metrics_envelope():
     return _check_metrics_envelope
 
 
-@pytest.fixture
-def saved_figures(monkeypatch):
-    """PNG file name -> what each saved figure drew, per axes: title, labels, line series and images.
+def record_figures(monkeypatch) -> dict[str, list[dict]]:
+    """Records every figure ``report.save_figure`` writes from now on (this process): PNG file name -> its axes.
 
-    Plot tests check these (the right series, one point per epoch, an image per confusion matrix), not only
-    that some PNG bytes were written.
+    Each axes as a dict: ``title``, ``xlabel``, ``ylabel``, ``lines`` (label -> y values), ``images`` (arrays),
+    ``bars`` (heights of the bar/histogram rectangles), ``points`` (scatter points), ``legend`` (its texts).
+    Every plot of the project goes through ``report.save_figure`` (module attribute, looked up at call time).
     """
+    from matplotlib.patches import Rectangle
+
     from tfos_lib import report
 
     saved: dict[str, list[dict]] = {}
@@ -245,6 +247,9 @@ def saved_figures(monkeypatch):
                 "ylabel": ax.get_ylabel(),
                 "lines": {line.get_label(): [float(y) for y in line.get_ydata()] for line in ax.get_lines()},
                 "images": [np.asarray(image.get_array()) for image in ax.get_images()],
+                "bars": [float(p.get_height()) for p in ax.patches if isinstance(p, Rectangle)],
+                "points": sum(len(c.get_offsets()) for c in ax.collections if hasattr(c, "get_offsets")),
+                "legend": [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [],
             }
             for ax in fig.get_axes()
         ]
@@ -254,12 +259,23 @@ def saved_figures(monkeypatch):
     return saved
 
 
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """PNG file name -> what each saved figure drew, per axes (:func:`record_figures`).
+
+    Plot tests check these (the right series, one point per epoch, an image per confusion matrix), not only
+    that some PNG bytes were written.
+    """
+    return record_figures(monkeypatch)
+
+
 SENTIMENT_ROWS = 600
 
 
 @pytest.fixture(scope="session")
 def sentiment_run(spark):
-    """``(output_dir, metrics, rows)`` of one sentiment job run on a generated file (2 barrier workers, 6 epochs).
+    """``(output_dir, metrics, rows, figures)`` of one sentiment job run on a generated file (2 barrier workers,
+    6 epochs); ``figures`` as :func:`record_figures` records them.
 
     Training is the slow part of the sentiment job and browser tests, so it runs once per session.
     """
@@ -267,5 +283,8 @@ def sentiment_run(spark):
 
     out = Path(tempfile.mkdtemp(prefix="sentiment-job-"))
     args = ["--num-workers", "2", "--epochs", "6", "--synthetic-rows", str(SENTIMENT_ROWS), "--output-dir", str(out)]
-    yield out, sentiment.main(args), SENTIMENT_ROWS
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        figures = record_figures(monkeypatch)
+        metrics = sentiment.main(args)
+    yield out, metrics, SENTIMENT_ROWS, figures
     shutil.rmtree(out, ignore_errors=True)

@@ -167,6 +167,47 @@ def test_a_worker_that_outlives_the_chief_hits_the_shutdown_deadline(spark, tmp_
     assert time.monotonic() - started < 120
 
 
+def _stall_on_rank_1():
+    """Runs where the worker unpickles its arguments, after ``TF_CONFIG`` is set and before it reports "started"."""
+    if json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 1:
+        time.sleep(600)  # this worker never reaches the rendezvous
+    return "unpickled"
+
+
+class _NeverStartsOnRank1:
+    def __reduce__(self):
+        return _stall_on_rank_1, ()
+
+
+def _start_and_wait(ctx, marker=None):
+    if marker is None:  # the clean run: every worker starts and returns at once
+        return {"rank": ctx.rank}
+    time.sleep(600)  # rank 0 started; it waits (as a strategy would) for a peer that never comes
+
+
+def _active_stages(spark) -> list:
+    return list(spark.sparkContext.statusTracker().getActiveStageIds())
+
+
+def test_a_worker_that_never_reaches_the_rendezvous_ends_the_launch_within_its_deadline(spark, tmp_path):
+    """A real two-worker launch whose rank 1 never reports "started": Timeouts.rendezvous ends it, naming rank 1,
+    and the barrier stage is cancelled (its task slots free for the next launch). The deadline is relative to a
+    clean launch measured here, so a loaded machine cannot trip it for an honest start-up."""
+    started = time.monotonic()
+    assert tfos_lib.run(_start_and_wait, num_workers=2, spark=spark, output_dir=str(tmp_path / "clean")) == {"rank": 0}
+    clean = time.monotonic() - started
+    rendezvous = round(max(10.0, 2 * clean))
+    started = time.monotonic()
+    with pytest.raises(LauncherTimeout, match=rf"worker\(s\) \[1\] did not start within {rendezvous} s "
+                                              r"\(1 of 2 started\)"):
+        tfos_lib.run(_start_and_wait, _NeverStartsOnRank1(), num_workers=2, spark=spark,
+                     output_dir=str(tmp_path / "stalled"), timeouts=Timeouts(rendezvous=rendezvous))
+    elapsed = time.monotonic() - started
+    # The deadline, plus one clean launch's worth of polling and cancelling (the cancelled thread gets 30 s at most).
+    assert rendezvous <= elapsed < rendezvous + clean + 35, (elapsed, rendezvous, clean)
+    assert _wait(lambda: not _active_stages(spark), 60), _active_stages(spark)
+
+
 def test_time_limit_stops_the_job(tmp_path):
     script = (
         "import time\nfrom tfos_lib import job\n"

@@ -106,7 +106,7 @@ def test_import_does_not_touch_pyplot():
     )
 
 
-def test_plot_curves_loss_and_accuracy(tmp_path):
+def test_plot_curves_loss_and_accuracy(tmp_path, saved_figures):
     history = {
         "loss": [1.0, 0.6, 0.4],
         "val_loss": [1.1, 0.7, math.nan],
@@ -114,11 +114,18 @@ def test_plot_curves_loss_and_accuracy(tmp_path):
         "val_accuracy": [0.4, 0.6, 0.75],
     }
     path = plot_curves(tmp_path / "plots" / "curves.png", history, "training")
-    assert_png(path)
+    assert_png(path)  # save_figure writes a real PNG (the figure checks below are on what was drawn)
+    losses, accuracies = saved_figures["curves.png"]
+    assert losses["lines"] == {"loss": [1.0, 0.6, 0.4], "val_loss": [1.1, 0.7, pytest.approx(math.nan, nan_ok=True)]}
+    assert accuracies["lines"] == {"accuracy": [0.5, 0.7, 0.8], "val_accuracy": [0.4, 0.6, 0.75]}
+    assert (losses["xlabel"], losses["ylabel"], accuracies["ylabel"]) == ("epoch", "value", "accuracy")
+    assert losses["legend"] == ["loss", "val_loss"] and accuracies["legend"] == ["accuracy", "val_accuracy"]
 
 
-def test_plot_curves_loss_only(tmp_path):
-    assert_png(plot_curves(tmp_path / "c.png", {"loss": [3, 2, 1]}, "t", xlabel="step"))
+def test_plot_curves_loss_only(tmp_path, saved_figures):
+    plot_curves(tmp_path / "c.png", {"loss": [3, 2, 1]}, "t", xlabel="step")
+    (axes,) = saved_figures["c.png"]  # no empty accuracy panel
+    assert axes["lines"] == {"loss": [3.0, 2.0, 1.0]} and axes["xlabel"] == "step"
 
 
 def test_plot_curves_empty(tmp_path):
@@ -126,7 +133,7 @@ def test_plot_curves_empty(tmp_path):
         plot_curves(tmp_path / "c.png", {}, "t")
 
 
-def test_confusion_matrix(tmp_path):
+def test_confusion_matrix(tmp_path, saved_figures):
     y_true = [0, 0, 1, 1, 1, 2]
     y_pred = [0, 1, 1, 1, 0, 2]
     path = tmp_path / "cm.png"
@@ -135,15 +142,21 @@ def test_confusion_matrix(tmp_path):
     )
     assert cm == [[1, 1, 0, 0], [1, 2, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
     assert all(type(v) is int for row in cm for v in row)
-    assert_png(path)
+    matrix, colour_bar = saved_figures["cm.png"]
+    assert matrix["images"][0].tolist() == cm and not colour_bar["images"]
+    assert (matrix["title"], matrix["xlabel"], matrix["ylabel"]) == ("cm", "predicted", "true")
 
 
-def test_image_grid(tmp_path):
+def test_image_grid(tmp_path, saved_figures):
     images = np.random.default_rng(0).integers(
         0, 256, size=(10, 28, 28, 1), dtype=np.uint8
     )
     titles = [f"pred {i}" for i in range(10)]
-    assert_png(plot_image_grid(tmp_path / "grid.png", images, titles, ncols=4))
+    plot_image_grid(tmp_path / "grid.png", images, titles, ncols=4)
+    shown = [ax for ax in saved_figures["grid.png"] if ax["images"]]
+    assert [ax["title"] for ax in shown] == titles
+    for ax, image in zip(shown, images):
+        assert np.array_equal(ax["images"][0], image[:, :, 0])
 
 
 def test_image_grid_title_count_mismatch(tmp_path):

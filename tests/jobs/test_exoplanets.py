@@ -21,7 +21,7 @@ def tiny_kepler(tmp_path_factory):
 
 
 def test_two_ydf_workers_train_together_and_the_saved_model_scores_a_dataframe(
-    spark, tmp_path, tiny_kepler, check_metrics_envelope
+    spark, tmp_path, tiny_kepler, check_metrics_envelope, saved_figures
 ):
     out = tmp_path / "out"
     metrics = exoplanets.main(["--data-dir", str(tiny_kepler), "--output-dir", str(out), "--num-workers", "2",
@@ -36,8 +36,14 @@ def test_two_ydf_workers_train_together_and_the_saved_model_scores_a_dataframe(
     assert 0 <= results["test_pr_auc"] <= 1 and 0 <= results["test_roc_auc"] <= 1
     assert sum(results["test_confusion_matrix"].values()) == 24
     assert results["majority_baseline"]["test_accuracy"] == pytest.approx(18 / 24)
-    for png in ("curves.png", "light_curves.png"):
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pr, roc = saved_figures["curves.png"]
+    assert pr["lines"]["majority / chance"] == [6 / 24, 6 / 24]  # the share of hosts among the test stars
+    assert roc["lines"]["chance (the book's AUC 0.499)"] == [0.0, 1.0]
+    (curve,) = [v for k, v in roc["lines"].items() if not k.startswith("chance")]  # the model's ROC, 0 to 1
+    assert curve[0] == 0.0 and curve[-1] == 1.0 and curve == sorted(curve)
+    panels = saved_figures["light_curves.png"]  # per example star: raw, detrended, folded
+    assert len(panels) % 3 == 0 and panels and all(p["title"].endswith(": raw flux") for p in panels[::3])
+    assert all(len(p["lines"]) == 1 and len(next(iter(p["lines"].values()))) == kepler.NUM_FLUX for p in panels)
     # The chief's worker and the second one both served the manager (YDF's own per-worker cache parts).
     assert (out / "model").is_dir()
     # Reload the model and score new stars where they live.

@@ -22,7 +22,7 @@ def small_data(tmp_path_factory):
 
 
 def test_two_workers_train_and_every_model_is_judged_at_the_validation_threshold(
-        spark, small_data, tmp_path, check_metrics_envelope):
+        spark, small_data, tmp_path, check_metrics_envelope, saved_figures):
     out = tmp_path / "out"
     metrics = fraud.main(["--num-workers", "2", "--epochs", "2", "--data-dir", small_data, "--output-dir", str(out)])
     saved = json.loads((out / "metrics.json").read_text())
@@ -38,9 +38,23 @@ def test_two_workers_train_and_every_model_is_judged_at_the_validation_threshold
         assert 0 <= model["pr_auc"] <= 1 and 0 <= model["roc_auc"] <= 1
         assert model["at_validation_threshold"]["frauds"] == saved["data"]["splits"]["test"]["frauds"]
     assert results["model_flag_disagreements"] == 0  # the saved model's fraud flag is the chosen threshold's
-    for png in ("training_curves.png", "recon_error_distributions.png", "pr_curves.png",
-                "threshold_precision_recall.png"):
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The plots: what each drew, from the same test rows and the same threshold.
+    test = saved["data"]["splits"]["test"]
+    (errors,) = saved_figures["recon_error_distributions.png"]
+    assert errors["legend"] == [f"normal ({test['rows'] - test['frauds']})", f"fraud ({test['frauds']})",
+                                f"threshold {results['threshold']:.3g} (validation)"]
+    assert len(errors["bars"]) == 2 * 59  # two histograms of 59 bins
+    (pr,) = saved_figures["pr_curves.png"]
+    for name in fraud.MODELS:
+        assert f"{name} (PR-AUC {results['models'][name]['pr_auc']:.3f})" in pr["lines"]
+    assert pr["lines"]["book's autoencoder"] == [fraud.BOOK_REFERENCE["precision"]]
+    (trade_off,) = saved_figures["threshold_precision_recall.png"]
+    assert {"precision", "recall"} <= set(trade_off["lines"])
+    assert all(0 <= v <= 1 for v in trade_off["lines"]["precision"] + trade_off["lines"]["recall"])
+    curves = {k: v for ax in saved_figures["training_curves.png"] for k, v in ax["lines"].items()}
+    assert set(curves) == set(training["history"])
+    for name, values in training["history"].items():
+        assert curves[name] == pytest.approx(values), name
 
     # The threshold in the model is the one the validation rows give, not the test rows'.
     import tfos_lib
@@ -90,3 +104,24 @@ def test_the_books_random_split_is_an_option(spark):
     # Shuffled: the test rows span the whole period.
     assert sizes["test"]["first_time"] < 100 and sizes["test"]["last_time"] > 1900
     assert parts.where("part = 'test'").count() == sizes["test"]["rows"]  # the cached split does not redraw
+
+
+def test_generated_default_data_with_an_s3_output_goes_to_a_local_scratch_folder(s3, spark, monkeypatch):
+    """No --data-dir and --output-dir on an S3 server: the generated creditcard.csv is written where Spark can
+    read it (storage.default_data_dir: a local scratch folder, never the bucket); model, metrics and plots go to S3."""
+    import functools
+
+    from tfos_lib import storage
+
+    monkeypatch.setattr(creditcard, "write_default_data",  # the real size takes a minute to train on; same format
+                        functools.partial(creditcard.write_default_data, rows=4000, frauds=120, duplicates=10))
+    out = "s3a://runs/fraud"
+    fraud.main(["--backend", "local", "--epochs", "1", "--output-dir", out])
+    saved = json.loads(storage.read_bytes(f"{out}/metrics.json"))
+    assert saved["data"]["source"] == "generated (seed 0)" and saved["data"]["rows_read"] == 4000
+    scratch = storage.default_data_dir(out, "default_data")
+    assert os.path.isfile(os.path.join(scratch, creditcard.CREDITCARD_FILE))
+    files = storage.list_files(out)
+    assert "models/fraud/1/saved_model.pb" in files and "pr_curves.png" in files
+    assert not any("default_data" in f for f in files)
+    assert not os.path.exists("s3a:")  # a URI taken for a local path would leave this folder in the working directory

@@ -160,7 +160,7 @@ def test_ranking_alone_trains_in_a_barrier_worker(spark, tmp_path):
 # The job.
 
 
-def test_job_end_to_end_on_small_generated_data_with_bad_rows(spark, tmp_path, check_metrics_envelope):
+def test_job_end_to_end_on_small_generated_data_with_bad_rows(spark, tmp_path, check_metrics_envelope, saved_figures):
     data = retailrocket.write_events(
         tmp_path / "events.csv", retailrocket.generate(retailrocket.RetailrocketShape.scaled(4000), seed=0), bad_rows=1
     )
@@ -188,8 +188,15 @@ def test_job_end_to_end_on_small_generated_data_with_bad_rows(spark, tmp_path, c
     assert results["embedding_gradient_type"] == "IndexedSlices"
     assert set(results["timings"]["phases"]) >= {"read", "preprocess", "train", "train_als", "evaluate", "recommend_all"}
     assert results["timings"]["driver_peak_memory"]["python_peak_mb"] > 0
-    for png in ("comparison.png", "training_curves.png"):
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ranked, book_panel = saved_figures["comparison.png"]  # bars: each model's four metrics, then the book's MSEs
+    drawn = {results["ranking"][name]["hit_rate"] for name in results["ranking"]}
+    assert len(ranked["bars"]) == 4 * len(results["ranking"]) and drawn <= set(ranked["bars"])
+    assert len(ranked["legend"]) == len(results["ranking"])
+    assert sorted(book_panel["bars"]) == pytest.approx(sorted(
+        [book["models"][m]["test_mse"] for m in ("mf", "nn")] + [book["constant_mean_mse"], book["constant_one_mse"]]))
+    curves = {k: v for ax in saved_figures["training_curves.png"] for k, v in ax["lines"].items()}
+    assert set(curves) == {f"{objective} {kind} loss" for objective in ("book", "ranking") for kind in ("mf", "nn")}
+    assert len(curves["ranking mf loss"]) == len(curves["ranking nn loss"]) == 1  # --epochs 1
     every = spark.read.parquet(str(out / "recommendations" / "all_visitors"))
     assert every.columns == ["visitor", "rank", "item", "score"]
     assert every.select("visitor").distinct().count() == saved["data"]["visitors"] == metrics["data"]["visitors"]

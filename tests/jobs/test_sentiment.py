@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jobs import sentiment
+from tfos_lib import storage
 from tfos_lib.datasets import sentences, text
 from tfos_lib.export import tfjs
 
@@ -117,7 +118,7 @@ def test_distinct_sentence_split_has_no_overlap_random_split_leaks(spark, tmp_pa
 
 def test_two_workers_train_export_and_write_the_page(sentiment_run, check_metrics_envelope):
     """The whole job on a generated file: 2 barrier workers on local[2], both splits."""
-    out, metrics, rows = sentiment_run
+    out, metrics, rows, figures = sentiment_run
     epochs = 6
     saved = json.loads((out / "metrics.json").read_text())
     check_metrics_envelope(saved, "sentiment", training=True)
@@ -137,7 +138,12 @@ def test_two_workers_train_export_and_write_the_page(sentiment_run, check_metric
     assert metrics["results"]["test_accuracy"] == honest["test_accuracy"]
     assert set(saved["results"]["probes"]) == set(sentiment.BOOK_PROBES)
     assert all(0.0 < p["distinct_sentence_model"] < 1.0 for p in saved["results"]["probes"].values())
-    assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Both splits' curves, one point per epoch, the values the job recorded.
+    curves = {k: v for ax in figures["training_curves.png"] for k, v in ax["lines"].items()}
+    for label, split in (("by sentence", honest), ("random rows (leaky)", leaky)):
+        assert curves[f"{label}: loss"] == pytest.approx(split["history"]["loss"])
+        assert curves[f"{label}: held-out accuracy"] == pytest.approx(split["history"]["heldout_accuracy"])
+    assert len(curves) == 2 * 5
     assert (out / "models" / "sentiment" / "1" / "saved_model.pb").exists()
     assert not (out / "random_row_split" / "models").exists()  # only the honest model is exported
 
@@ -174,3 +180,20 @@ def test_real_file_matches_the_books_figures(spark, tmp_path, book_data):
     leaky = sentiment.leakage(*sentiment.encode_split(rows, F.col("u_row") < 0.2, cfg)[:2])
     assert honest["test_sentences_seen_in_training"] == 0
     assert leaky["test_rows_seen_in_training"] / leaky["test_rows"] > 0.8
+
+
+def test_generated_default_data_with_an_s3_output_goes_to_a_local_scratch_folder(s3, spark):
+    """No --data-dir and --output-dir on an S3 server: the generated sentiment.txt goes to a local scratch folder
+    (storage.default_data_dir), the model, the TF.js model and the page to the bucket."""
+    out = "s3a://runs/sentiment"
+    sentiment.main(["--backend", "local", "--epochs", "1", "--synthetic-rows", "200", "--no-random-split",
+                    "--output-dir", out])
+    saved = json.loads(storage.read_bytes(f"{out}/metrics.json"))
+    assert saved["data"]["source"] == "generated (200 rows, seed 0)" and saved["data"]["rows"] == 200
+    scratch = storage.default_data_dir(out, "default-data")
+    assert os.path.isfile(os.path.join(scratch, sentences.SENTIMENT_FILE))
+    files = storage.list_files(out)
+    assert {"models/sentiment/1/saved_model.pb", "web/index.html", "web/model.json", "web/token_index.csv"} <= set(files)
+    assert saved["results"]["export"]["web_dir"] == f"{out}/web"
+    assert not any("default-data" in f for f in files)
+    assert not os.path.exists("s3a:")  # a URI taken for a local path would leave this folder in the working directory

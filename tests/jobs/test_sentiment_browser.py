@@ -56,7 +56,7 @@ pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
 @pytest.fixture(scope="module")
 def exported(sentiment_run):
     """The job's output on a generated file (the session's one sentiment run, see conftest.py)."""
-    out, metrics, _ = sentiment_run
+    out, metrics, _, _ = sentiment_run
     return out, metrics
 
 

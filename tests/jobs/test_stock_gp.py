@@ -167,7 +167,7 @@ def test_book_preprocessing_on_the_real_files(spark, book_data):
 
 
 
-def test_smoke_default_data_and_a_window_without_ground_truth(spark, tmp_path, check_metrics_envelope):
+def test_smoke_default_data_and_a_window_without_ground_truth(spark, tmp_path, check_metrics_envelope, saved_figures):
     """No --data-dir: the synthetic files, which end 2018-09-28 like the book's; 2018Q4 cannot be scored."""
     out = tmp_path / "out"
     metrics = stock_gp.main(["--output-dir", str(out), "--train-start", "2017", "--windows", "2018Q4", "--max-iter", "30"])
@@ -184,7 +184,9 @@ def test_smoke_default_data_and_a_window_without_ground_truth(spark, tmp_path, c
         assert f"{ticker}.csv ends 2018-09-28" in q4["note"] and "2018Q3" in q4["note"]
         assert q4["fit"]["train_points"] == 251 + 188 and q4["fit"]["iterations"] <= 30
         assert q4["fit"]["hyperparameters"][".likelihood.variance"] > 0
-        assert (out / f"{ticker}_2018Q4_predicted.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        (plot,) = saved_figures[f"{ticker}_2018Q4_predicted.png"]  # the forecast with no actual prices to draw
+        assert "actual" not in plot["lines"] and len(plot["lines"]["predicted"]) == 63
+        assert plot["lines"]["history (training)"] and "95% confidence interval" in plot["legend"]
     predictions = pd.read_csv(out / "predictions.csv")
     assert len(predictions) == 3 * 63 and predictions.actual.isna().all()
     assert (predictions.lower_95 < predictions["mean"]).all() and (predictions["mean"] < predictions.upper_95).all()
@@ -267,7 +269,12 @@ def test_tiny_backtest_over_two_executors(tmp_path):
             assert quarters["width_50"] < quarters["width_80"] < quarters["width_95"]
     default = backtest["default_model"]
     assert default["name"] in ("book", "walk") and default["why"] and set(default["candidates"]) == {"book", "walk"}
-    for png in ("calibration.png", "GROWTH_backtest.png", f"GROWTH_2018Q3_backtest_{default['name']}.png"):
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    # Drawn in the spark-submit process, so no figure to record here (the in-process tests check what
+    # forecast plots draw): each file decodes to its figure's size, 100 dpi.
+    from PIL import Image
+
+    sizes = {"calibration.png": (700, 600), "GROWTH_backtest.png": (1100, 700),
+             f"GROWTH_2018Q3_backtest_{default['name']}.png": (1200, 600)}
+    assert {png: Image.open(out / png).size for png in sizes} == sizes
     predictions = pd.read_csv(out / "backtest_predictions.csv")
     assert len(predictions) == 2 * 5 * (63 + 63 + 62)  # tickers x models (2 GP + 3 naive) x days scored

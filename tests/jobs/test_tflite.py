@@ -27,7 +27,7 @@ def _write_idx(directory, train=64, test=24, seed=0):
     return directory
 
 
-def test_smoke_exports_and_evaluates_every_variant(spark, tmp_path, check_metrics_envelope):
+def test_smoke_exports_and_evaluates_every_variant(spark, tmp_path, check_metrics_envelope, saved_figures):
     data = _write_idx(tmp_path)
     out = tmp_path / "out"
     job.main(["--backend", "local", "--epochs", "2", "--batch-size", "16", "--data-dir", str(data),
@@ -47,7 +47,8 @@ def test_smoke_exports_and_evaluates_every_variant(spark, tmp_path, check_metric
     for name, v in variants.items():
         assert (out / v["file"]).stat().st_size == v["size_bytes"]
         assert 0 < v["latency_ms"]["median_ms"] <= v["latency_ms"]["p95_ms"] and v["latency_ms"]["images"] == 5
-    assert (out / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    curves = {k: v for ax in saved_figures["training_curves.png"] for k, v in ax["lines"].items()}
+    assert set(curves) == set(results["history"]) and all(len(v) == 2 for v in curves.values())  # 2 epochs
 
 
 def test_missing_file_is_named(spark, tmp_path):

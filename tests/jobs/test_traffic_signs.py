@@ -16,7 +16,7 @@ TINY = ["--default-tracks", "3", "--default-frames", "2", "--default-test-tracks
         "--batch-size", "32", "--mc-samples", "4", "--ood-images", "12", "--validation-fraction", "0.34"]
 
 
-def test_smoke_on_generated_data_with_baseline_written_to_s3(s3, spark, check_metrics_envelope):
+def test_smoke_on_generated_data_with_baseline_written_to_s3(s3, spark, check_metrics_envelope, saved_figures):
     """--output-dir on an S3 server: exports, metrics and plots go there, the executors' MC scoring loads the
     models from there, and the generated data goes to a local scratch folder (never to the bucket)."""
     out = "s3a://runs/traffic_signs"
@@ -40,8 +40,22 @@ def test_smoke_on_generated_data_with_baseline_written_to_s3(s3, spark, check_me
     assert not any("default-gtsrb" in f for f in files)
     scratch = storage.default_data_dir(out, "default-gtsrb")
     assert os.path.isdir(os.path.join(scratch, "Final_Training"))
-    for png in ("training_curves.png", "uncertainty.png", "case_studies.png"):
-        assert storage.read_bytes(f"{out}/{png}")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {"training_curves.png", "uncertainty.png", "case_studies.png"} <= set(files)
+    curves = {k: v for ax in saved_figures["training_curves.png"] for k, v in ax["lines"].items()}
+    for model in ("bayesian", "deterministic"):
+        history = results["training"][model]["history"]
+        assert {f"{model} {k}" for k in history} <= set(curves)
+        assert curves[f"{model} loss"] == pytest.approx(history["loss"]) and len(history["loss"]) == 2
+    passes, reliability, coverage, entropy = saved_figures["uncertainty.png"]
+    assert sum(passes["bars"]) == 4  # one accuracy per Monte-Carlo pass
+    assert {"bayesian", "deterministic"} <= set(reliability["lines"]) and set(coverage["lines"]) == {"bayesian",
+                                                                                                  "deterministic"}
+    assert entropy["legend"] == ["test signs", "not signs (OOD)"]
+    cases = saved_figures["case_studies.png"]  # per case: the image, then the histogram of the 4 sampled classes
+    assert len(cases) == 2 * len(results["case_studies"])
+    for image, histogram in zip(cases[::2], cases[1::2]):
+        assert image["images"][0].shape == (32, 32) and sum(histogram["bars"]) == 4
+        assert histogram["title"] in results["case_studies"]
 
 
 def test_two_workers_train_the_flipout_lenet_together(spark, tmp_path):

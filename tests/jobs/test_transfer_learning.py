@@ -122,7 +122,7 @@ def test_featurizer_refuses_downloads_and_missing_weights(spark, tmp_path):
         DeepImageFeaturizer().transform(spark.createDataFrame([("x",)], "content string"))
 
 
-def test_job_on_default_synthetic_images(spark, tmp_path, check_metrics_envelope):
+def test_job_on_default_synthetic_images(spark, tmp_path, check_metrics_envelope, saved_figures):
     metrics = transfer_learning.main(["--output-dir", str(tmp_path), "--default-images", "12", *SMALL_BACKBONE])
     saved = json.loads((tmp_path / "metrics.json").read_text())
     check_metrics_envelope(saved, "transfer_learning", training=False)
@@ -135,8 +135,11 @@ def test_job_on_default_synthetic_images(spark, tmp_path, check_metrics_envelope
     assert metrics["results"]["test_accuracy"] >= 0.8, results["crosstab"]
     assert sum(v for row in results["crosstab"].values() for v in row.values()) == results["test_images"]
     assert (tmp_path / "pipeline_model" / "stages").is_dir()
-    for png in ("test_predictions.png", "confusion_matrix.png"):
-        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert saved_figures["confusion_matrix.png"][0]["images"][0].tolist() == results["confusion_matrix"]
+    shown = [ax for ax in saved_figures["test_predictions.png"] if ax["images"]]  # every test image, titled
+    assert len(shown) == results["test_images"]
+    wrong = [ax for ax in shown if ax["title"].startswith("WRONG")]
+    assert len(wrong) == results["test_images"] - results["correct"]
 
 
 def test_job_skips_and_counts_bad_files_with_the_keras_classifier(spark, tmp_path, check_metrics_envelope):
