@@ -16,7 +16,7 @@ _spec.loader.exec_module(build)
 
 NAMES = build.names()
 # Jobs without a notebook yet: adding one is a notebooks/src/<job>.py file (see notebooks/README.md).
-WITHOUT_NOTEBOOK = {"pacman_dqn", "text_lstm", "traffic_signs", "transfer_learning"}
+WITHOUT_NOTEBOOK = {"pacman_dqn", "speech_commands", "text_lstm", "traffic_signs", "transfer_learning"}
 
 
 def _ipynb(name: str) -> dict:

@@ -52,7 +52,7 @@ def espeak_command() -> str:
     """The ``espeak-ng`` executable; raises with the install command when it is missing."""
     found = shutil.which("espeak-ng")
     if found is None:
-        raise RuntimeError(
+        raise FileNotFoundError(
             "the offline default data is synthesised with espeak-ng, which is not installed: run "
             f"`{INSTALL}` (Debian/Ubuntu), or pass --data-dir with a Speech Commands directory "
             "(speech_commands_v0.01/v0.02 unpacked)."

@@ -157,3 +157,46 @@ class RecognizeCommands:
         if new:
             self.last_label, self.last_time = label, time_ms
         return label, score, new
+
+
+def make_stream(clips: np.ndarray, words: list[str], noise: np.ndarray | None, seed: int,
+                gap_seconds: float = 0.5, noise_volume: float = 0.05) -> tuple[np.ndarray, list[dict]]:
+    """One long recording: ``clips`` (1 s each) one after another with silent gaps, plus quiet noise.
+
+    Returns the samples and where each word's clip is (``{"word", "start_ms", "end_ms"}``).
+    """
+    rng = np.random.default_rng(seed)
+    gap = np.zeros(int(gap_seconds * SAMPLE_RATE), np.float32)
+    parts, truth, position = [gap], [], len(gap)
+    for clip, word in zip(clips, words):
+        parts += [clip, gap]
+        truth.append({"word": word, "start_ms": position * 1000 // SAMPLE_RATE,
+                      "end_ms": (position + len(clip)) * 1000 // SAMPLE_RATE})
+        position += len(clip) + len(gap)
+    stream = np.concatenate(parts)
+    if noise is not None and len(noise) >= len(stream):
+        start = rng.integers(len(noise) - len(stream) + 1)
+        stream = stream + noise_volume * noise[start : start + len(stream)]
+    return np.clip(stream, -1, 1).astype(np.float32), truth
+
+
+def recognize_stream(times_ms: np.ndarray, scores: np.ndarray, labels: list[str], truth: list[dict],
+                     **settings) -> dict:
+    """Smooths per-window ``scores`` with :class:`RecognizeCommands`; detections, and how many words were found.
+
+    A word counts as found when a detection of that word falls inside its clip or up to
+    ``average_window_ms`` after it (the averaging delays detections).
+    """
+    recognizer = RecognizeCommands(labels, **settings)
+    detections, smoothed = [], []
+    for t, s in zip(times_ms, scores):
+        label, score, new = recognizer.process(int(t), s)
+        smoothed.append(score)
+        if new:
+            detections.append({"time_ms": int(t), "word": label, "score": round(score, 4)})
+    found = sum(any(d["word"] == w["word"] and w["start_ms"] <= d["time_ms"] <= w["end_ms"] + recognizer.window
+                    for d in detections) for w in truth)
+    false = sum(not any(d["word"] == w["word"] and w["start_ms"] <= d["time_ms"] <= w["end_ms"] + recognizer.window
+                        for w in truth) for d in detections)
+    return {"detections": detections, "words": len(truth), "found": found, "false_detections": false,
+            "smoothed_top_score": smoothed}
