@@ -66,12 +66,14 @@ class Config(job.TrainingConfig):
     model: str = job.option("conv", "the example's architecture", choices=speech.ARCHITECTURES)
     preprocess: str = job.option("mfcc", "features: the example's MFCC or log-mel", choices=speech.PREPROCESS)
     wanted_words: str = job.option(",".join(speech_words.COMMAND_WORDS), "comma-separated words to recognise")
-    epochs: int = job.option(12, "passes over the training clips")
+    epochs: int = job.option(18, "passes over the training clips")
     batch_size: int = job.option(100, "global batch size (the example's: 100)")
     optimizer: str = job.option("adam", "adam, or sgd (the example's, which needs ~18,000 steps)",
                                 choices=("adam", "sgd"))
     learning_rate: float = job.option(0.001, "learning rate (the example's: 0.001)", greater_than=0)
     dropout: float = job.option(0.5, "dropout rate while training (the example's)", min=0, less_than=1)
+    normalize: bool = job.option(True, "standardise each coefficient over the clip first (not in the example: raw "
+                                       "MFCCs start slowly with Adam)")
     silence_percentage: float = job.option(10.0, "silence clips, % of the wanted-word clips", min=0, max=100)
     unknown_percentage: float = job.option(10.0, "unknown-word clips, % of the wanted-word clips", min=0, max=100)
     validation_percentage: float = job.option(10.0, "hash split without the lists: validation %", min=0, max=100)
@@ -80,8 +82,8 @@ class Config(job.TrainingConfig):
     background_frequency: float = job.option(0.8, "training: share of clips with background noise", min=0, max=1)
     background_volume: float = job.option(0.1, "training: noise volume drawn from U(0, this)", min=0, max=1)
     max_bad_fraction: float = job.option(0.01, "stop when more than this share of WAV files is unusable", min=0, max=1)
-    default_speakers: int = job.option(80, "synthesised data: espeak-ng voice+variant speakers", min=3)
-    default_repeats: int = job.option(3, "synthesised data: times each speaker says each command word", min=1)
+    default_speakers: int = job.option(240, "synthesised data: espeak-ng voice+variant speakers", min=3)
+    default_repeats: int = job.option(2, "synthesised data: times each speaker says each command word", min=1)
     default_other_words: int = job.option(12, "synthesised data: other words (the unknown class)", min=1,
                                           max=len(speech_words.OTHER_WORDS))
 
@@ -145,7 +147,7 @@ def load_data(spark, cfg: Config):
 
 
 def build_model(tf, cfg: Config):
-    model = speech.build_model(tf, cfg.model, len(cfg.labels), speech.num_frames(), cfg.dropout)
+    model = speech.build_model(tf, cfg.model, len(cfg.labels), speech.num_frames(), cfg.dropout, cfg.normalize)
     optimizer = {"adam": tf.keras.optimizers.Adam, "sgd": tf.keras.optimizers.SGD}[cfg.optimizer]
     model.compile(optimizer=optimizer(learning_rate=cfg.learning_rate), metrics=["accuracy"],
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))

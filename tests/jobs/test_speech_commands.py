@@ -24,14 +24,19 @@ def test_features_augmentation_and_models_have_the_examples_shapes():
     assert speech.num_frames() == 98
     for preprocess in speech.PREPROCESS:
         assert speech.features(tf, audio, preprocess).shape == (3, 98, 40)
+    # The matrix products are tf.signal's STFT -> mel -> log -> MFCC, in real arithmetic (LiteRT runs them).
+    stft = tf.signal.stft(audio, 480, 160, fft_length=512)
+    mel = tf.tensordot(tf.abs(stft) ** 2, tf.signal.linear_to_mel_weight_matrix(40, 257, 16000, 20.0, 4000.0), 1)
+    reference = tf.signal.mfccs_from_log_mel_spectrograms(tf.math.log(mel + 1e-6))
+    np.testing.assert_allclose(speech.features(tf, audio).numpy(), reference.numpy(), atol=2e-3, rtol=1e-3)
     silence = tf.zeros((2, 16000))
     augment = speech.augmenter(tf, {"n": np.full(20000, 0.5, np.float32)}, 1600, 0.0, 0.1)
     out = augment(silence, tf.constant([0, 5])).numpy()  # silence always gets noise, words here never do
     assert out.shape == (2, 16000) and out[0].max() > 0 and not out[1].any()
     shifted = speech.augmenter(tf, {}, 1600, 0.0, 0.0)(tf.ones((4, 16000)), tf.constant([2, 2, 2, 2])).numpy()
     assert shifted.shape == (4, 16000) and 16000 - 1600 <= shifted.sum(axis=1).min()  # zero-filled, moved <= 100 ms
-    conv = speech.build_model(tf, "conv", 12)
-    assert conv.count_params() == 926_860  # the example's cnn-trad-fpool3 for 12 classes
+    for normalize in (False, True):  # the example's cnn-trad-fpool3 for 12 classes; the normalisation has no weights
+        assert speech.build_model(tf, "conv", 12, normalize=normalize).count_params() == 926_860
     assert speech.build_model(tf, "low_latency_conv", 12).output_shape == (None, 12)
 
 
@@ -67,6 +72,6 @@ def test_too_many_bad_wavs_stop_the_job_with_the_list(spark, tmp_path):
         (root / "yes" / f"0000000{n}_nohash_0.wav").write_bytes(wav_bytes(np.zeros(16000, np.float32)))
     (root / "yes" / "bad00000_nohash_0.wav").write_bytes(wav_bytes(np.zeros(32000, np.float32), channels=2))
     (root / "yes" / "bad00001_nohash_0.wav").write_bytes(b"not audio at all")
-    with pytest.raises(ValueError, match=r"(?s)2 of 8 WAV files .*'not a WAV file': 1, 'not mono': 1.*"
+    with pytest.raises(ValueError, match=r"(?s)2 of 8 WAV files .*'not mono': 1, 'not a WAV file': 1.*"
                                          r"bad00000_nohash_0.wav: not mono \(2 channels\).*--max-bad-fraction"):
         speech_commands.main(["--data-dir", str(root), "--output-dir", str(tmp_path / "out")])

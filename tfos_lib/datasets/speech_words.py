@@ -146,8 +146,10 @@ def write_speech_words(
     settings = dict(speakers=speakers, repeats=repeats, other_words=other_words, other_repeats=other_repeats,
                     noise_seconds=noise_seconds, seed=seed)
     stamp = os.path.join(root, ".generated")
-    if os.path.exists(stamp) and open(stamp).read() == repr(settings):
-        return _summary(root)
+    if os.path.exists(stamp):
+        if open(stamp).read() == repr(settings):
+            return _summary(root)
+        shutil.rmtree(root)  # generated here before with other settings: none of its clips may stay
     if not 0 <= other_words <= len(OTHER_WORDS):
         raise ValueError(f"other_words must be between 0 and {len(OTHER_WORDS)}; got {other_words}.")
     espeak_command()

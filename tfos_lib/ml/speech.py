@@ -30,13 +30,21 @@ def num_frames(samples: int = SAMPLE_RATE) -> int:
     return 1 + (samples - WINDOW_SAMPLES) // STRIDE_SAMPLES
 
 
+def _dct_matrix() -> np.ndarray:
+    """The DCT-II that ``tf.signal.mfccs_from_log_mel_spectrograms`` applies to 40 log-mel energies, as a matrix."""
+    k, i = np.arange(NUM_COEFFICIENTS)[:, None], np.arange(NUM_COEFFICIENTS)[None, :]
+    dct = 2 * np.cos(np.pi * k * (2 * i + 1) / (2 * NUM_COEFFICIENTS)) / np.sqrt(2 * NUM_COEFFICIENTS)
+    return dct.T.astype(np.float32)
+
+
 def features(tf, audio, preprocess: str = "mfcc"):
     """``(batch, samples)`` floats in [-1, 1] -> ``(batch, frames, 40)`` MFCC or log-mel features.
 
     A Hann-windowed 512-point STFT of 30-ms windows every 10 ms, its power in 40 mel
     bands from 20 Hz to 4 kHz (the example's ``Mfcc`` op settings), the log, and for
-    MFCC the DCT-II of all 40 log energies. ``tf.signal`` is not bit-identical to the
-    example's ``AudioSpectrogram``/``Mfcc`` kernels, but computes the same quantities.
+    MFCC the DCT-II of all 40 log energies (``tf.signal.mfccs_from_log_mel_spectrograms``,
+    written as a real matrix product so that LiteRT's builtin ops run it). Not
+    bit-identical to the example's ``AudioSpectrogram``/``Mfcc`` kernels.
     """
     stft = tf.signal.stft(audio, WINDOW_SAMPLES, STRIDE_SAMPLES, fft_length=512)
     power = tf.math.square(tf.math.abs(stft))
@@ -44,7 +52,7 @@ def features(tf, audio, preprocess: str = "mfcc"):
     log_mel = tf.math.log(tf.tensordot(power, weights, 1) + 1e-6)
     if preprocess == "log_mel":
         return log_mel
-    return tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., :NUM_COEFFICIENTS]
+    return tf.tensordot(log_mel, _dct_matrix(), 1)
 
 
 def augmenter(tf, noise: dict[str, np.ndarray], time_shift: int, background_frequency: float,
@@ -83,8 +91,23 @@ def augmenter(tf, noise: dict[str, np.ndarray], time_shift: int, background_freq
     return augment
 
 
-def build_model(tf, architecture: str, num_classes: int, frames: int = 98, dropout: float = 0.5):
+def _standardize(x):
+    import tensorflow as tf
+
+    mean, variance = tf.nn.moments(x, axes=[1], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(variance + 1e-3)
+
+
+def build_model(tf, architecture: str, num_classes: int, frames: int = 98, dropout: float = 0.5,
+                normalize: bool = True):
     """The example's model on ``(batch, frames, 40)`` features; outputs logits.
+
+    ``normalize`` first standardises each coefficient over the clip's frames (cepstral
+    mean and variance normalisation; no weights, not in the example): the example feeds
+    raw MFCCs, and with its small initial weights Adam then sits at chance for several
+    epochs before it starts to learn. (A batch normalisation would do it too, but its
+    moving statistics are read with a collective under MultiWorkerMirroredStrategy,
+    which the chief cannot do alone.)
 
     ``conv`` (cnn-trad-fpool3): conv 20x8x64, ReLU, dropout, max-pool 2x2, conv
     10x4x64, ReLU, dropout, a dense layer to the logits (926,860 weights for 12
@@ -95,7 +118,8 @@ def build_model(tf, architecture: str, num_classes: int, frames: int = 98, dropo
     layers = tf.keras.layers
     init = tf.keras.initializers.TruncatedNormal(stddev=0.01)
     inputs = tf.keras.Input((frames, NUM_COEFFICIENTS), name="features")
-    x = layers.Reshape((frames, NUM_COEFFICIENTS, 1))(inputs)
+    x = layers.Lambda(_standardize, name="normalize")(inputs) if normalize else inputs
+    x = layers.Reshape((frames, NUM_COEFFICIENTS, 1))(x)
     if architecture == "conv":
         x = layers.Conv2D(64, (20, 8), padding="same", activation="relu", kernel_initializer=init)(x)
         x = layers.Dropout(dropout)(x)
