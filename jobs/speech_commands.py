@@ -12,8 +12,11 @@ the executors, bad files counted per reason), builds the example's 12-class sets
 (silence and unknown percentages, the speaker-hash split or the two lists), and trains
 the example's model data-parallel through tfos_lib, with the MFCC (``tf.signal``), the
 time shift and the background-noise mixing in each worker's ``tf.data`` pipeline. The
-optimizer is Adam at 0.001 (``--optimizer sgd`` is the example's): SGD needs the
-example's 18,000 steps, hours on a small CPU.
+defaults differ from the example where its 18,000 steps (hours on a small CPU) would be
+needed: Adam at 0.002 (``--optimizer sgd --learning-rate 0.001`` is the example's),
+batch 50 (100), dropout 0.25 (0.5), and each MFCC coefficient standardised over the clip
+(``--no-normalize``). Measured on the synthesised default data (1 worker, 2 cores, 18
+epochs, 528 s): 0.861 test accuracy on 23 unseen speakers, short of the 0.90 aimed for.
 
 Data: ``--data-dir`` with Speech Commands (v0.01 or v0.02 unpacked). Without it, the
 job synthesises the layout with espeak-ng (:mod:`tfos_lib.datasets.speech_words`: each

@@ -56,8 +56,9 @@ def test_two_workers_train_on_synthesised_speech_and_the_savedmodel_scores_raw_a
     assert np.array(results["confusion_matrix"]).sum() == results["test_clips"] == sum(data["clips_per_split"]["testing"].values())
     assert set(results["per_class"]) == set(results["labels"]) and list(results["noise_curve"])[0] == "0.0"
     # The exported signature takes raw samples and computes the MFCC itself: same answers as the pipeline.
+    # (Agreement of the argmax is recorded too; a near-tie may flip it, so the probabilities are what is checked.)
     assert results["saved_model_vs_pipeline"]["max_abs_probability_difference"] < 1e-4
-    assert results["saved_model_vs_pipeline"]["same_prediction"] == 1.0
+    assert results["tflite_vs_pipeline"]["max_abs_probability_difference"] < 1e-4
     signature = saved_model.read_signature(str(out / "models" / "speech_commands"))
     assert signature["inputs"] == {"audio": {"dtype": "float32", "shape": [None, 16000]}}
     assert signature["outputs"]["probabilities"]["shape"] == [None, 12]
