@@ -238,6 +238,7 @@ def streaming_demo(cfg: Config, audio: np.ndarray, labels: np.ndarray, noise: di
 
 def plot_stream(path: str, demo: dict, labels: list[str]) -> None:
     """The recording, each word's score per window, the true words and the smoothed detections."""
+    import matplotlib
     fig = report.new_figure((12, 6))
     wave_ax, score_ax = fig.subplots(2, 1, sharex=True)
     seconds = np.arange(len(demo["stream"])) / speech.SAMPLE_RATE
@@ -248,13 +249,16 @@ def plot_stream(path: str, demo: dict, labels: list[str]) -> None:
     wave_ax.set_ylim(-1, 1.1)
     wave_ax.set_title(f"streaming: {demo['found']} of {demo['words']} words found, "
                       f"{demo['false_detections']} false detections")
-    for i, name in enumerate(labels):
-        score_ax.plot(demo["times_ms"] / 1000, demo["scores"][:, i], label=name, linewidth=1)
+    colors = matplotlib.colormaps["tab20"].colors
+    for i, name in enumerate(labels):  # "_silence_" would be left out of the legend: matplotlib hides "_" names
+        score_ax.plot(demo["times_ms"] / 1000, demo["scores"][:, i], label=name.strip("_"), linewidth=1,
+                      color=colors[i % len(colors)])
     for d in demo["detections"]:
         score_ax.axvline(d["time_ms"] / 1000, color="black", linestyle="--", linewidth=0.8)
         score_ax.text(d["time_ms"] / 1000, 1.02, d["word"], fontsize=8, rotation=45)
     score_ax.set_xlabel("seconds (window end)")
     score_ax.set_ylabel("probability")
+    score_ax.set_ylim(0, 1.15)
     score_ax.legend(fontsize=7, ncol=6, loc="lower right")
     report.save_figure(fig, path)
 
