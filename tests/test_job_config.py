@@ -302,6 +302,11 @@ def test_a_redeclaration_with_its_own_bounds_replaces_the_inherited_ones():
         ("discogan", ["--image-size", "40"], "--image-size must be a multiple of 16"),
         ("discogan", ["--beta-1", "1"], "--beta-1 must be >= 0 and < 1; got 1."),
         ("discogan", ["--generator-steps", "0"], "--generator-steps must be between 1 and 4 (inclusive); got 0."),
+        ("speech_commands", ["--model", "tiny_conv"], "invalid choice: 'tiny_conv'"),
+        ("speech_commands", ["--wanted-words", "yes,_silence_"], "--wanted-words must be distinct folder names"),
+        ("speech_commands", ["--validation-percentage", "60", "--testing-percentage", "40"],
+         "--validation-percentage plus --testing-percentage must stay below 100"),
+        ("speech_commands", ["--background-volume", "2"], "--background-volume must be between 0 and 1 (inclusive)"),
     ],
 )
 def test_jobs_refuse_bad_values_before_starting_spark(capsys, monkeypatch, job, argv, message):
@@ -333,6 +338,7 @@ JOB_LAUNCHER_FLAGS = {
     "traffic_signs": LAUNCH_FLAGS + TRAINING_FLAGS,
     "capsnet": LAUNCH_FLAGS + TRAINING_FLAGS,
     "discogan": LAUNCH_FLAGS + TRAINING_FLAGS,
+    "speech_commands": LAUNCH_FLAGS + TRAINING_FLAGS,
 }
 
 
