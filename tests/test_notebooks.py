@@ -16,7 +16,7 @@ _spec.loader.exec_module(build)
 
 NAMES = build.names()
 # Jobs without a notebook yet: adding one is a notebooks/src/<job>.py file (see notebooks/README.md).
-WITHOUT_NOTEBOOK = {"speech_commands"}
+WITHOUT_NOTEBOOK: set[str] = set()
 
 
 def _ipynb(name: str) -> dict:
