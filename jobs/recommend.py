@@ -72,7 +72,7 @@ import tfos_lib
 from tfos_lib import job, report, storage
 from tfos_lib.datasets import retailrocket
 from tfos_lib.export.saved_model import export_saved_model
-from tfos_lib.recsys import als, models, prepare, ranking, training
+from tfos_lib.recsys import als, models, prepare, ranking, retrieval, training
 
 MODELS = ("mf", "nn", "retrieval")
 MODEL_NAMES = {"mf": "book MF", "nn": "book network", "retrieval": "retrieval (TF, in-batch softmax)",
@@ -338,70 +338,15 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, plan: TrainPlan) -> dict:
                 "factors_file": f"factors/{kind}.npz",  # under the output directory (copied there if a URI)
             }
     if plan.ranking and "retrieval" in plan.models:
-        result["ranking"]["retrieval"] = train_retrieval(ctx, cfg, plan, result["history"])
+        settings = retrieval.Settings(plan.num_items, cfg.retrieval_factors, cfg.history_length, cfg.retrieval_learning_rate,
+                                      cfg.retrieval_regularization, cfg.optimizer, cfg.batch_size, cfg.retrieval_epochs,
+                                      cfg.patience, cfg.top_k, cfg.seed, cfg.checkpoint_every_steps)
+        result["ranking"]["retrieval"] = retrieval.train(ctx, settings, plan.inner_counts, plan.train_counts,
+                                                         result["history"])
         if result["ranking"]["retrieval"] is None:
             del result["ranking"]["retrieval"]
     result["worker_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return result
-
-
-def train_retrieval(ctx: tfos_lib.WorkerContext, cfg: Config, plan: TrainPlan, history: dict) -> dict | None:
-    """The retrieval model: epochs chosen by early stopping on the validation split, then refit on all training.
-
-    Run 1 trains on the training period minus each visitor's latest items and scores
-    validation NDCG@k after every epoch (the same figure on every worker, so all stop
-    together); run 2 trains fresh on the whole training period for run 1's best
-    number of epochs. The chief saves the factors and exports the scoring model.
-    """
-
-    def build(counts):
-        log_q = models.item_log_q(counts)
-        return lambda: models.build_retrieval_model(plan.num_items, cfg.retrieval_factors, log_q, cfg.history_length,
-                                                    cfg.retrieval_learning_rate, cfg.retrieval_regularization,
-                                                    cfg.optimizer)
-
-    def vectors(model):
-        arrays = models.scorer_arrays("retrieval", model, cfg.retrieval_factors)
-        return models.history_vectors(arrays["context_vectors"], histories), arrays["item_vectors"]
-
-    def fit(name, input_name, counts, epochs, callbacks=None):
-        dataset = training.retrieval_dataset(ctx, input_name, cfg.batch_size, cfg.seed)
-        losses, local, seconds = training.fit_replicated(
-            ctx, build(counts), dataset, name=name, epochs=epochs, steps=ctx.data(input_name).steps_per_epoch(cfg.batch_size),
-            global_batch_size=cfg.batch_size, checkpoint_every_steps=cfg.checkpoint_every_steps, seed=cfg.seed,
-            extra_callbacks=callbacks)
-        history[name] = losses
-        return local, seconds
-
-    seen, held = ctx.data("validation_seen"), ctx.data("validation_held")
-    check = training.ValidationRanking((seen.column("visitor"), seen.column("item")),
-                                       (held.column("visitor"), held.column("item")),
-                                       plan.inner_counts > 0, cfg.top_k, cfg.patience)
-    known = ctx.data("validation_history")
-    order = np.argsort(known.column("visitor"))
-    histories = known.column("history")[order][np.searchsorted(known.column("visitor")[order], check.visitors)]
-    validation_seconds = 0.0
-    if len(check.visitors):
-        _, validation_seconds = fit("retrieval_validation", "retrieval_inner", plan.inner_counts, cfg.retrieval_epochs,
-                                    lambda model: [check.callback(model, vectors)])
-    epochs = check.best_epoch or cfg.retrieval_epochs
-    local, seconds = fit("ranking_retrieval", "retrieval_train", plan.train_counts, epochs)
-    if local is None:
-        return None
-    np.savez(os.path.join(ctx.output_dir, "factors", "retrieval.npz"),
-             **models.scorer_arrays("retrieval", local, cfg.retrieval_factors))
-    export_saved_model(models.retrieval_scoring_model(local, cfg.history_length), os.path.join(ctx.output_dir, "models"),
-                       "retrieval")
-    positives = ctx.data("retrieval_train").num_rows * ctx.num_workers
-    return {
-        "train_seconds": seconds,
-        "validation_run_seconds": validation_seconds,
-        "train_positives_per_second": positives * epochs / seconds,
-        "epochs": epochs,
-        "validation_ndcg_per_epoch": check.scores,
-        "parameters": int(local.count_params()) - plan.num_items,  # the log q weights are constants
-        "factors_file": "factors/retrieval.npz",
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -530,18 +475,7 @@ def main(argv=None) -> dict:
                      inner_counts=inner_counts, train_counts=train_counts)
     inputs = {"rank_train": data["rank_train"].select("visitor", "item")}
     if "retrieval" in cfg.model_list:
-        weighted = {name: prepare.with_history(prepare.recency_weight(split["train_pairs"], cfg.recency_half_life_days),
-                                               cfg.history_length, data["num_items"]).select("history", "item", "weight")
-                    for name, split in (("inner", validation), ("train", data))}
-        inner_pairs = validation["train_pairs"].join(validation["eval_visitors"], "visitor")
-        inputs |= {
-            "retrieval_inner": weighted["inner"],
-            "retrieval_train": weighted["train"],
-            "validation_seen": tfos_lib.Input(inner_pairs.select("visitor", "item"), shard=False),
-            "validation_held": tfos_lib.Input(validation["held_out"], shard=False),
-            "validation_history": tfos_lib.Input(
-                prepare.visitor_histories(inner_pairs, cfg.history_length, data["num_items"]), shard=False),
-        }
+        inputs |= retrieval.inputs(data, validation, cfg.history_length, data["num_items"], cfg.recency_half_life_days)
     if cfg.book_setup:
         inputs["book_train"] = data["book_train"]
         inputs["book_test"] = tfos_lib.Input(data["book_test"], shard=False)
