@@ -319,8 +319,8 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, plan: TrainPlan) -> dict:
                 np.savez(os.path.join(factors_dir, f"book_{kind}.npz"), *local.get_weights())
 
     if plan.ranking:
-        positives = ctx.data("rank_train")
         for kind in [m for m in plan.models if m != "retrieval"]:
+            positives = ctx.data("rank_train")
             dataset = training.implicit_feedback_dataset(ctx, "rank_train", cfg.batch_size, cfg.negatives,
                                                          plan.num_items, cfg.seed)
             local, seconds = fit(f"ranking_{kind}", kind, "ranking", dataset, positives.steps_per_epoch(cfg.batch_size))
