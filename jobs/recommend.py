@@ -24,6 +24,17 @@ What this job changes, and why:
   train to rank on implicit feedback (``--negatives`` sampled items per positive,
   logistic loss); the book's MSE on event codes cannot rank: almost every target
   is 1. Baselines: Spark's implicit ALS and popularity.
+- Those two learn little beyond popularity, and ALS beats them. The model a
+  recommender engineer would train today is added (``retrieval``, the default
+  ``--recommend-all``): a two-tower model whose visitor tower is the mean of the
+  visitor's ``--history-length`` most recent items' context vectors (most
+  visitors have one or two items: a free vector per visitor overfits, measured)
+  and whose item tower is a ``--retrieval-factors`` vector plus a bias, trained with
+  a softmax over the batch's items (in-batch negatives) corrected by each item's
+  log popularity (logQ). Its epochs are chosen by early stopping on a validation
+  split of the training period (each visitor's latest training items), then it is
+  refit on the whole period. ALS gets the same care: its rank, regParam and alpha
+  are tuned on that validation split.
 - Sparse embedding gradients are all-gathered across workers (a test checks 2
   workers end like 1); ``--optimizer lazy_adam`` (default) updates only the
   batch's rows, where Keras' Adam moved all 1.4M visitor rows every step.
@@ -42,9 +53,10 @@ Run::
     python3 -m tfos_lib.datasets.retailrocket --out /data/rr/events.csv && ./spark-submit.sh recommend -- --data-dir /data/rr
 
 Writes to ``--output-dir`` (a local path, or a URI Spark's Hadoop can write: ``s3a://``
-needs the hadoop-aws jar, refused at start without it): metrics.json (metrics per model, baselines, bad rows,
+needs the hadoop-aws jar, refused at start without it): metrics.json (metrics per model with coverage and seconds, ALS's tuning trials, baselines, bad rows,
 phase timings and driver peak memory), comparison.png, training_curves.png,
-models/<mf|nn>/<version>/ (SavedModels of the ranking models, TF Serving layout), recommendations/evaluated/<model>/
+models/<mf|nn|retrieval>/<version>/ (SavedModels of the ranking models, TF Serving layout;
+retrieval's takes ``history`` and ``item``), recommendations/evaluated/<model>/
 (Parquet top-k of the evaluated visitors, every model) and
 recommendations/all_visitors/ (Parquet top-k of every visitor, ``--recommend-all``).
 """
@@ -60,10 +72,11 @@ import tfos_lib
 from tfos_lib import job, report, storage
 from tfos_lib.datasets import retailrocket
 from tfos_lib.export.saved_model import export_saved_model
-from tfos_lib.recsys import models, prepare, ranking, training
+from tfos_lib.recsys import als, models, prepare, ranking, retrieval, training
 
-MODELS = ("mf", "nn")
-MODEL_NAMES = {"mf": "matrix factorisation", "nn": "neural network", "als": "ALS (implicit)", "popularity": "popularity"}
+MODELS = ("mf", "nn", "retrieval")
+MODEL_NAMES = {"mf": "book MF", "nn": "book network", "retrieval": "retrieval (TF, in-batch softmax)",
+               "als": "ALS (implicit, tuned)", "popularity": "popularity"}
 BOOK_REFERENCE = {
     "nn_test_mse": 0.05709125054560985,
     "mf": "diverged (companion notebook: test MSE 5.67e18), from the swapped inputs",
@@ -100,12 +113,29 @@ class Config(job.TrainingConfig):
         choices=("lazy_adam", "adam"),
     )
     ranking_learning_rate: float = job.option(0.01, "learning rate when training to rank", greater_than=0)
-    factors: int = job.option(5, "latent factors of MF, the network's embeddings and ALS (the book's: 5)", min=1)
+    factors: int = job.option(5, "latent factors of the book's MF and network, and ALS's rank when not tuned (the book's: 5)",
+                              min=1)
     negatives: int = job.option(16, "sampled negative items per positive when training to rank", min=1)
     regularization: float = job.option(
         0.0, "L2 on the embedding rows each ranking batch looks up (0: none, as in the book)", min=0
     )
-    models: str = job.option("mf,nn", "comma-separated: mf (matrix factorisation), nn (the network)")
+    models: str = job.option("mf,nn,retrieval", "comma-separated: mf (the book's matrix factorisation), nn (the book's "
+                             "network), retrieval (MF with item biases, in-batch softmax with logQ correction)")
+    retrieval_factors: int = job.option(32, "factors of the retrieval model (32 and 64 measured alike)", min=1)
+    history_length: int = job.option(20, "the retrieval model's visitor tower: this many most recent items", min=1)
+    retrieval_learning_rate: float = job.option(0.005, "the retrieval model's learning rate", greater_than=0)
+    retrieval_regularization: float = job.option(0.0, "L2 on the retrieval model's looked-up rows", min=0)
+    retrieval_epochs: int = job.option(
+        20, "at most this many epochs for the retrieval model: it stops when validation NDCG stops improving", min=1)
+    patience: int = job.option(2, "epochs without a better validation NDCG before the retrieval model stops", min=1)
+    recency_half_life_days: float = job.option(
+        0.0, "weight a training interaction by 0.5 ** (days before the visitor's latest / this); 0: all weigh 1", min=0)
+    validation_visitors: int = job.option(
+        5000, "visitors of the validation split (each one's latest training items) that tuning scores; 0: all", min=0)
+    tune_als: bool = job.option(True, "tune ALS's rank, regParam and alpha on the validation split (else the given ones)")
+    als_ranks: str = job.option("16,32,64", "ALS ranks tried (comma-separated)")
+    als_regularizations: str = job.option("0.01,0.1,1", "ALS regParams tried (comma-separated)")
+    als_alphas: str = job.option("1,10,40", "ALS alphas tried (comma-separated)")
     book_setup: bool = job.option(True, "also train the book's MSE regression on its random 80/10/10 row split")
     holdout_fraction: float = job.option(
         0.2, "share of each visitor's latest items held out (at least one, visitors with 2+ items)",
@@ -116,9 +146,9 @@ class Config(job.TrainingConfig):
     )
     top_k: int = job.option(10, "recommendation list length (the k of the metrics)", min=1)
     recommend_all: str = job.option(
-        "mf",
+        "retrieval",
         "model whose top-k for every visitor is written as Parquet; none: skip",
-        choices=("mf", "nn", "als", "popularity", "none"),
+        choices=("mf", "nn", "retrieval", "als", "popularity", "none"),
     )
     recommend_visitors: int = job.option(
         0, "--recommend-all for a seeded sample of this many visitors; 0: every visitor", min=0
@@ -137,6 +167,19 @@ class Config(job.TrainingConfig):
             raise ValueError(f"--models takes a comma-separated subset of {list(MODELS)}; got {self.models!r}.")
         if self.recommend_all in MODELS and self.recommend_all not in self.model_list:
             raise ValueError(f"--recommend-all {self.recommend_all} needs that model in --models (got {self.models!r}).")
+        for name in ("als_ranks", "als_regularizations", "als_alphas"):
+            try:
+                values = self.als_grid[name]
+            except ValueError:
+                values = []
+            if not values or min(values) < 0 or (name == "als_ranks" and min(values) < 1):
+                raise ValueError(f"--{name.replace('_', '-')} takes comma-separated numbers >= 0 (ranks >= 1); "
+                                 f"got {getattr(self, name)!r}.")
+
+    @property
+    def als_grid(self) -> dict:
+        return {name: [int(float(v)) if name == "als_ranks" else float(v) for v in getattr(self, name).split(",")
+                       if v.strip()] for name in ("als_ranks", "als_regularizations", "als_alphas")}
 
     @property
     def model_list(self) -> tuple[str, ...]:
@@ -152,6 +195,8 @@ class TrainPlan:
     models: tuple[str, ...]
     book_setup: bool
     ranking: bool = True
+    inner_counts: np.ndarray | None = None  # per item: positives in the training period minus validation
+    train_counts: np.ndarray | None = None  # per item: positives in the training period
     save_book_weights: bool = False  # tests compare the book models' weights across worker counts
 
 
@@ -259,7 +304,7 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, plan: TrainPlan) -> dict:
 
     if plan.book_setup:
         train = ctx.data("book_train")
-        for kind in plan.models:
+        for kind in [m for m in plan.models if m != "retrieval"]:
             dataset = training.labelled_pairs_dataset(ctx, "book_train", cfg.batch_size, cfg.seed)
             local, seconds = fit(f"book_{kind}", kind, "mse", dataset, train.steps_per_epoch(cfg.batch_size))
             if local is None:
@@ -274,8 +319,8 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, plan: TrainPlan) -> dict:
                 np.savez(os.path.join(factors_dir, f"book_{kind}.npz"), *local.get_weights())
 
     if plan.ranking:
-        positives = ctx.data("rank_train")
-        for kind in plan.models:
+        for kind in [m for m in plan.models if m != "retrieval"]:
+            positives = ctx.data("rank_train")
             dataset = training.implicit_feedback_dataset(ctx, "rank_train", cfg.batch_size, cfg.negatives,
                                                          plan.num_items, cfg.seed)
             local, seconds = fit(f"ranking_{kind}", kind, "ranking", dataset, positives.steps_per_epoch(cfg.batch_size))
@@ -292,22 +337,47 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, plan: TrainPlan) -> dict:
                 "parameters": int(local.count_params()),
                 "factors_file": f"factors/{kind}.npz",  # under the output directory (copied there if a URI)
             }
+    if plan.ranking and "retrieval" in plan.models:
+        settings = retrieval.Settings(plan.num_items, cfg.retrieval_factors, cfg.history_length, cfg.retrieval_learning_rate,
+                                      cfg.retrieval_regularization, cfg.optimizer, cfg.batch_size, cfg.retrieval_epochs,
+                                      cfg.patience, cfg.top_k, cfg.seed, cfg.checkpoint_every_steps)
+        result["ranking"]["retrieval"] = retrieval.train(ctx, settings, plan.inner_counts, plan.train_counts,
+                                                         result["history"])
+        if result["ranking"]["retrieval"] is None:
+            del result["ranking"]["retrieval"]
     result["worker_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return result
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation (driver): the ALS baseline; scoring, top-k and metrics are tfos_lib.recsys.ranking's.
+# Evaluation (driver): ALS tuned on the validation split; scoring, top-k and metrics are tfos_lib.recsys's.
 
 
-def train_als(rank_train, cfg: Config):
-    """Spark MLlib's implicit ALS on the training interactions (strength as the rating)."""
-    from pyspark.ml.recommendation import ALS
+def item_counts(rank_train, num_items: int) -> np.ndarray:
+    """Training positives per item (driver; one small collect)."""
+    counts = np.zeros(num_items, np.int64)
+    known = rank_train.groupBy("item").count().toPandas()
+    counts[known["item"].to_numpy()] = known["count"].to_numpy()
+    return counts
 
-    als = ALS(rank=cfg.factors, maxIter=cfg.als_iterations, regParam=cfg.als_regularization, alpha=cfg.als_alpha,
-              implicitPrefs=True, userCol="visitor", itemCol="item", ratingCol="strength", seed=cfg.seed,
-              coldStartStrategy="drop")
-    return als.fit(rank_train)
+
+def train_als(data: dict, validation: dict, inner_counts: np.ndarray, cfg: Config, log) -> tuple:
+    """Spark's implicit ALS: the grid searched on the validation split (``--tune-als``), the best refit on training."""
+    import time
+
+    given = als.AlsParams(cfg.factors, cfg.als_regularization, cfg.als_alpha)
+    best, trials = given, []
+    if cfg.tune_als:
+        grid = cfg.als_grid
+        offset = np.where(inner_counts > 0, 0.0, -np.inf).astype(np.float32)
+        best, trials = als.tune(validation["rank_train"], validation, offset,
+                                {"rank": grid["als_ranks"], "reg": grid["als_regularizations"],
+                                 "alpha": grid["als_alphas"]}, given, cfg.als_iterations, cfg.top_k, cfg.seed, log)
+    started = time.perf_counter()
+    model = als.fit(data["rank_train"], best, cfg.als_iterations, cfg.seed)
+    model.itemFactors.count()
+    return model, {"chosen": best.__dict__, "tuned": cfg.tune_als, "trials": trials,
+                   "train_seconds": time.perf_counter() - started}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,14 +385,24 @@ def train_als(rank_train, cfg: Config):
 
 
 def evaluate(spark, cfg: Config, data: dict, scorers: dict, vectors: dict, num_visitors: int, log) -> dict:
-    """Every model's top-k for the evaluated visitors, written as Parquet, scored against their held-out items."""
+    """Every model's top-k for the evaluated visitors, written as Parquet, scored against their held-out items.
+
+    Besides the metrics: ``coverage``, the share of candidate items in anyone's list, and
+    ``scoring_seconds``, the time to compute, write and score the lists."""
+    import time
+
     ranked = {}
+    candidates = int(np.isfinite(scorers["popularity"].item_offset).sum())
     for name in (*cfg.model_list, "als", "popularity"):
+        started = time.perf_counter()
         out = storage.join(cfg.output_dir, "recommendations", "evaluated", name)
         recs = ranking.recommend_for(data["eval_visitors"], data["seen"], vectors[name], scorers[name], cfg.top_k,
                                      num_visitors)
         recs.write.mode("overwrite").parquet(out)
-        ranked[name] = ranking.ranking_metrics(spark.read.parquet(out), data["held_out"], cfg.top_k)
+        written = spark.read.parquet(out)
+        ranked[name] = ranking.ranking_metrics(written, data["held_out"], cfg.top_k)
+        ranked[name]["coverage"] = written.select("item").distinct().count() / max(1, candidates)
+        ranked[name]["scoring_seconds"] = round(time.perf_counter() - started, 2)
         log.info("%-10s precision@%d %.4f recall@%d %.4f ndcg@%d %.4f hit rate %.4f", name, cfg.top_k,
                  ranked[name]["precision"], cfg.top_k, ranked[name]["recall"], cfg.top_k,
                  ranked[name]["ndcg"], ranked[name]["hit_rate"])
@@ -330,7 +410,12 @@ def evaluate(spark, cfg: Config, data: dict, scorers: dict, vectors: dict, num_v
 
 
 def recommend_everyone(spark, cfg: Config, data: dict, scorers: dict, vectors: dict) -> dict:
-    """``--recommend-all``'s model's top-k for every visitor (or a seeded sample), as Parquet."""
+    """``--recommend-all``'s model's top-k for every visitor (or a seeded sample), as Parquet, timed.
+
+    Blocked products in Spark tasks (:func:`tfos_lib.recsys.ranking.top_n`): the item
+    side travels once per task, visitors are scored a block at a time."""
+    import time
+
     from pyspark.sql import functions as F
 
     out = storage.join(cfg.output_dir, "recommendations", "all_visitors")
@@ -338,11 +423,24 @@ def recommend_everyone(spark, cfg: Config, data: dict, scorers: dict, vectors: d
     if cfg.recommend_visitors:
         visitors = visitors.orderBy(F.xxhash64(F.lit(cfg.seed + 1), "visitor")).limit(cfg.recommend_visitors)
     model = cfg.recommend_all
+    started = time.perf_counter()
     ranking.recommend_for(visitors, data["seen"], vectors[model], scorers[model], cfg.top_k,
                           cfg.recommend_visitors or data["num_visitors"]).write.mode("overwrite").parquet(out)
+    seconds = time.perf_counter() - started
     written = spark.read.parquet(out)
-    return {"model": model, "path": out, "rows": written.count(),
-            "visitors": written.select("visitor").distinct().count(), "sample": cfg.recommend_visitors or None}
+    count = written.select("visitor").distinct().count()
+    return {"model": model, "path": out, "rows": written.count(), "visitors": count,
+            "sample": cfg.recommend_visitors or None, "seconds": round(seconds, 2),
+            "visitors_per_second": round(count / seconds, 1), "items": data["num_items"]}
+
+
+def beats_by_stderrs(ranked: dict, model: str, baseline: str) -> float | None:
+    """(NDCG of ``model`` - NDCG of ``baseline``) / the standard error of that difference (same visitors: conservative)."""
+    if model not in ranked or baseline not in ranked:
+        return None
+    a, b = ranked[model], ranked[baseline]
+    error = ((a["ndcg_stderr"] or 0.0) ** 2 + (b["ndcg_stderr"] or 0.0) ** 2) ** 0.5
+    return round((a["ndcg"] - b["ndcg"]) / error, 2) if error else None
 
 
 def main(argv=None) -> dict:
@@ -363,13 +461,21 @@ def main(argv=None) -> dict:
         data = preprocess(spark, validated.events, cfg)
         summary = data_summary(data)
         baselines = constant_baselines(data["book_train"], data["book_test"])
+        # The validation split of the training period: each visitor's latest training items.
+        validation = prepare.split_pairs(data["train_pairs"], cfg.holdout_fraction, cfg.validation_visitors, cfg.seed + 1)
+        inner_counts = item_counts(validation["rank_train"], data["num_items"])
+        train_counts = item_counts(data["rank_train"], data["num_items"])
+        summary["validation_visitors"] = validation["eval_visitors"].count()
     log.info("%s: %s events, %s visitors, %s items; %s training interactions, %s held-out visitors (%s evaluated)",
              source, f"{summary['events']:,}", f"{summary['visitors']:,}", f"{summary['items']:,}",
              f"{summary['ranking_train_interactions']:,}", f"{summary['held_out_visitors']:,}",
              f"{summary['evaluated_visitors']:,}")
 
-    plan = TrainPlan(data["num_visitors"], data["num_items"], cfg.model_list, cfg.book_setup)
+    plan = TrainPlan(data["num_visitors"], data["num_items"], cfg.model_list, cfg.book_setup,
+                     inner_counts=inner_counts, train_counts=train_counts)
     inputs = {"rank_train": data["rank_train"].select("visitor", "item")}
+    if "retrieval" in cfg.model_list:
+        inputs |= retrieval.inputs(data, validation, cfg.history_length, data["num_items"], cfg.recency_half_life_days)
     if cfg.book_setup:
         inputs["book_train"] = data["book_train"]
         inputs["book_test"] = tfos_lib.Input(data["book_test"], shard=False)
@@ -377,12 +483,14 @@ def main(argv=None) -> dict:
         log.info("training %s with %d %s worker(s)", ", ".join(cfg.model_list), cfg.num_workers, cfg.backend)
         trained = job.launch(train_fn, cfg, inputs, spark, extra_args=(plan,))
     with timer.phase("train_als", log):
-        als_model = train_als(data["rank_train"], cfg)
+        als_model, als_info = train_als(data, validation, inner_counts, cfg, log)
 
     with timer.phase("evaluate", log):
         factors_files = {kind: storage.join(cfg.output_dir, info["factors_file"])
                          for kind, info in trained["ranking"].items()}
-        scorers, vectors = ranking.build_scorers(spark, data["num_items"], data["rank_train"], factors_files, als_model)
+        histories = prepare.visitor_histories(data["train_pairs"], cfg.history_length, data["num_items"])
+        scorers, vectors = ranking.build_scorers(spark, data["num_items"], data["rank_train"], factors_files, als_model,
+                                                 histories)
         ranked = evaluate(spark, cfg, data, scorers, vectors, summary["evaluated_visitors"], log)
     all_visitors = None
     if cfg.recommend_all != "none":
@@ -391,7 +499,7 @@ def main(argv=None) -> dict:
 
     book_mse = {}
     if cfg.book_setup:
-        book_mse = {f"{kind} (book setup)": trained["book_mse"][kind]["test_mse"] for kind in cfg.model_list}
+        book_mse = {f"{kind} (book setup)": v["test_mse"] for kind, v in trained["book_mse"].items()}
         book_mse |= {"constant train mean": baselines["constant_mean_mse"], "constant 1": baselines["constant_one_mse"]}
     ranking.plot_comparison(os.path.join(cfg.output_dir, "comparison.png"),
                             {MODEL_NAMES[n]: m for n, m in ranked.items()}, book_mse, cfg.top_k,
@@ -413,6 +521,14 @@ def main(argv=None) -> dict:
                                         for k, v in trained["book_mse"].items()},
             } if cfg.book_setup else None,
             "ranking_training": trained["ranking"],
+            "als": als_info,
+            "seconds_per_model": {
+                **{name: round(info["train_seconds"] + info.get("validation_run_seconds", 0.0), 2)
+                   for name, info in trained["ranking"].items()},
+                "als": round(als_info["train_seconds"] + sum(t["seconds"] for t in als_info["trials"]), 2),
+                "popularity": 0.0,
+            },
+            "retrieval_beats_als_by_stderrs": beats_by_stderrs(ranked, "retrieval", "als"),
             "embedding_gradient_type": trained.get("embedding_gradient_type"),
             "worker_peak_rss_mb": trained["worker_peak_rss_mb"],
             "recommendations_all_visitors": all_visitors,

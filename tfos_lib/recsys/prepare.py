@@ -11,12 +11,20 @@ Everything here plans Spark work on the driver; nothing collects rows per visito
   one interaction (its strongest event, count and first/last time).
 * :func:`leave_last_out` holds out each visitor's latest items, by time;
   :func:`ranking_split` applies it and picks a seeded sample of held-out visitors
-  to evaluate.
+  to evaluate; :func:`split_pairs` does the same for interactions already made
+  (the validation split of the training period).
+* :func:`recency_weight` weights each training interaction by how recent it is
+  in its visitor's history; :func:`with_history` gives each interaction the
+  visitor's most recent other items, :func:`visitor_histories` each visitor's most
+  recent items (the input of a history-based visitor tower).
 """
 
 from __future__ import annotations
 
-__all__ = ["dense_index", "index_events", "interactions", "leave_last_out", "ranking_split"]
+__all__ = [
+    "dense_index", "index_events", "interactions", "leave_last_out", "ranking_split", "recency_weight", "split_pairs",
+    "visitor_histories", "with_history",
+]
 
 # monotonically_increasing_id(): partition index in the upper 31 bits, row position in the lower 33.
 _ROW_BITS = 33
@@ -102,27 +110,36 @@ def index_events(events, visitor_id: str = "visitorid", item_id: str = "itemid")
 
 
 def ranking_split(indexed, holdout_fraction: float, eval_visitors: int, seed: int) -> dict:
-    """The leave-last-out split of :func:`interactions` and a seeded sample of visitors to evaluate (all cached).
+    """The leave-last-out split of :func:`interactions` of ``indexed`` events: :func:`split_pairs`."""
+    return split_pairs(interactions(indexed), holdout_fraction, eval_visitors, seed)
+
+
+def split_pairs(pairs, holdout_fraction: float, eval_visitors: int, seed: int) -> dict:
+    """The leave-last-out split of interactions and a seeded sample of visitors to evaluate (all cached).
 
     Args:
-        indexed: ``(visitor, item, event_code, timestamp)`` events with dense ids.
+        pairs: one row per (visitor, item): :func:`interactions`' columns (a ``held_out``
+            column already there, from an earlier split, is replaced).
         holdout_fraction: share of each visitor's latest items held out (see :func:`leave_last_out`).
         eval_visitors: how many held-out visitors to evaluate (a sample ordered by a
             hash of ``seed`` and the visitor, the same for every model); 0: all of them.
         seed: seeds the sample.
 
     Returns:
-        ``{"pairs": interactions with held_out, "rank_train": (visitor, item, strength) training
-        interactions, "held_out": (visitor, item) held-out items of the evaluated visitors,
-        "eval_visitors": (visitor), "seen": (visitor, seen array<int>) each visitor's training
-        items, which recommendations leave out}``.
+        ``{"pairs": interactions with held_out, "train_pairs": the training interactions (all
+        columns), "rank_train": (visitor, item, strength) training interactions, "held_out":
+        (visitor, item) held-out items of the evaluated visitors, "eval_visitors": (visitor),
+        "seen": (visitor, seen array<int>) each visitor's training items, which
+        recommendations leave out}``.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    pairs = leave_last_out(interactions(indexed), holdout_fraction)
-    pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
-    rank_train = pairs.filter(~F.col("held_out")).select("visitor", "item", "strength")
+    if "held_out" in pairs.columns:
+        pairs = pairs.drop("held_out")
+    pairs = leave_last_out(pairs, holdout_fraction).persist(StorageLevel.MEMORY_AND_DISK)
+    train_pairs = pairs.filter(~F.col("held_out")).drop("held_out")
+    rank_train = train_pairs.select("visitor", "item", "strength")
     held_out = pairs.filter(F.col("held_out")).select("visitor", "item")
     held_visitors = held_out.select("visitor").distinct()
     if eval_visitors:
@@ -130,8 +147,61 @@ def ranking_split(indexed, holdout_fraction: float, eval_visitors: int, seed: in
     evaluated = held_visitors.persist(StorageLevel.MEMORY_AND_DISK)
     return {
         "pairs": pairs,
+        "train_pairs": train_pairs,
         "rank_train": rank_train,
         "held_out": held_out.join(evaluated, "visitor"),
         "eval_visitors": evaluated,
         "seen": rank_train.groupBy("visitor").agg(F.collect_list("item").alias("seen")).cache(),
     }
+
+
+def recency_weight(pairs, half_life_days: float, ts: str = "first_ts", visitor: str = "visitor"):
+    """Adds ``weight``: ``0.5 ** (age / half_life)``, age = the visitor's latest ``ts`` minus this pair's.
+
+    A visitor's latest interactions weigh 1 and older ones less (``half_life_days``
+    <= 0: every weight is 1). Ages are per visitor, so a visitor active long ago
+    still counts fully for what it did last.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if half_life_days <= 0:
+        return pairs.withColumn("weight", F.lit(1.0).cast("float"))
+    age_days = (F.max(ts).over(Window.partitionBy(visitor)) - F.col(ts)) / 86_400_000.0
+    return pairs.withColumn("weight", F.pow(F.lit(0.5), age_days / half_life_days).cast("float"))
+
+
+def _ordered_items(pairs, visitor: str, item: str, ts: str):
+    """``(visitor, items array<int>)``: each visitor's items, oldest first (ties by item)."""
+    from pyspark.sql import functions as F
+
+    ordered = F.array_sort(F.collect_list(F.struct(F.col(ts).alias("ts"), F.col(item).alias("item"))))
+    return pairs.groupBy(visitor).agg(F.transform(ordered, lambda x: x["item"]).alias("items"))
+
+
+def _last_padded(items, length: int, pad: int):
+    """The last ``length`` of an array column, padded at the end with ``pad`` to exactly ``length``."""
+    from pyspark.sql import functions as F
+
+    last = F.slice(items, F.greatest(F.size(items) - length + 1, F.lit(1)), length)
+    return F.concat(last, F.array_repeat(F.lit(pad), F.lit(length) - F.size(last))).cast("array<int>")
+
+
+def with_history(pairs, length: int, pad: int, visitor: str = "visitor", item: str = "item", ts: str = "first_ts"):
+    """Adds ``history`` (array<int> of ``length``): the visitor's ``length`` most recent *other* items, ``pad``-filled.
+
+    A training example is then "this history -> this item": the item itself is left
+    out of its own history, so the model learns to predict an item from the others.
+    """
+    from pyspark.sql import functions as F
+
+    others = F.array_remove(F.col("items"), F.col(item))
+    return pairs.join(_ordered_items(pairs, visitor, item, ts), visitor).withColumn(
+        "history", _last_padded(others, length, pad)).drop("items")
+
+
+def visitor_histories(pairs, length: int, pad: int, visitor: str = "visitor", item: str = "item", ts: str = "first_ts"):
+    """``(visitor, history array<int>)``: each visitor's ``length`` most recent items, ``pad``-filled."""
+    from pyspark.sql import functions as F
+
+    return _ordered_items(pairs, visitor, item, ts).select(visitor, _last_padded(F.col("items"), length, pad).alias("history"))

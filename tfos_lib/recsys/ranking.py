@@ -250,7 +250,25 @@ def vectors_frame(spark, ids: np.ndarray, vectors: np.ndarray, visitor: str = "v
     return spark.createDataFrame(table).select(visitor, F.col("vector").cast("array<float>").alias("vector"))
 
 
-def build_scorers(spark, num_items: int, rank_train, trained: dict[str, str], als_model=None) -> tuple[dict, dict]:
+def history_vectors_frame(histories, context: np.ndarray, visitor: str = "visitor"):
+    """``(visitor, vector)`` of a history-based visitor tower, computed in Spark tasks from ``(visitor, history)``.
+
+    ``context`` is the tower's table (:func:`tfos_lib.recsys.models.history_vectors`);
+    it travels once per task with the function."""
+    import pandas as pd
+
+    from tfos_lib.recsys.models import history_vectors
+
+    def vectors(batches):
+        for frame in batches:
+            rows = history_vectors(context, np.stack(frame["history"].to_numpy()).astype(np.int64))
+            yield pd.DataFrame({visitor: frame[visitor].astype(np.int32), "vector": list(rows)})
+
+    return histories.select(visitor, "history").mapInPandas(vectors, f"{visitor} int, vector array<float>")
+
+
+def build_scorers(spark, num_items: int, rank_train, trained: dict[str, str], als_model=None,
+                  histories=None) -> tuple[dict, dict]:
     """A :class:`Scorer` and the visitor vectors (a DataFrame ``(visitor, vector)``) per model (driver).
 
     Args:
@@ -260,6 +278,8 @@ def build_scorers(spark, num_items: int, rank_train, trained: dict[str, str], al
         trained: model name -> ``.npz`` file of :func:`tfos_lib.recsys.models.scorer_arrays`.
         als_model: a fitted ``pyspark.ml.recommendation.ALSModel`` with ``visitor`` and
             ``item`` columns, or None.
+        histories: ``(visitor, history)`` (:func:`tfos_lib.recsys.prepare.visitor_histories`)
+            for models whose file holds ``context_vectors`` (a history-based visitor tower).
 
     Returns:
         ``(scorers, vectors)``, both keyed by model name: the names of ``trained``,
@@ -282,8 +302,11 @@ def build_scorers(spark, num_items: int, rank_train, trained: dict[str, str], al
             arrays["output_weights"].astype(np.float32) if "output_weights" in arrays else None,
             float(arrays["output_bias"]) if "output_bias" in arrays else 0.0,
         )
-        table = arrays["visitor_vectors"]
-        vectors[kind] = vectors_frame(spark, np.arange(len(table)), table)
+        if "context_vectors" in arrays:
+            vectors[kind] = history_vectors_frame(histories, arrays["context_vectors"].astype(np.float32))
+        else:
+            table = arrays["visitor_vectors"]
+            vectors[kind] = vectors_frame(spark, np.arange(len(table)), table)
     if als_model is not None:
         item_factors = als_model.itemFactors.toPandas()
         matrix = np.zeros((num_items, als_model.rank), np.float32)
