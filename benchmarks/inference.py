@@ -142,7 +142,9 @@ def main() -> None:
             ("plain all threads", "plain", {"threads": None}),
             ("dataframe 1 executor", "dataframe", {"executors": 1}),
             ("dataframe 2 executors", "dataframe", {"executors": 2}),
-            ("dataframe 1 executor savedmodel", "dataframe", {"executors": 1, "model_path": model_path + "_serving"}),
+            # The export's model directory, <base>/<name> (its latest version is served).
+            ("dataframe 1 executor savedmodel", "dataframe",
+             {"executors": 1, "model_path": os.path.join(model_path + "_serving", model_name)}),
             ("dataframe 1 executor litert int8", "dataframe",
              {"executors": 1, "model_path": model_path + "_int8.tflite"}),
         ]
