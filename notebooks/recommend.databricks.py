@@ -29,6 +29,7 @@ dbutils.widgets.text('generated_events', "200000", "generated_events: rows of th
 dbutils.widgets.text('epochs', "5", "epochs: passes over the training interactions, per ranking model")
 dbutils.widgets.text('batch_size', "1024", "batch_size: global batch: rows (book setup) or positives (ranking)")
 dbutils.widgets.text('als_iterations', "10", "als_iterations: ALS iterations (the baseline)")
+dbutils.widgets.dropdown('tune_als', "true", ["true", "false"], "tune_als: tune ALS's rank, regParam and alpha on the validation split (7 fits), as the job does")
 dbutils.widgets.text('num_workers', "2", "num_workers: TensorFlow workers, one Spark task each")
 dbutils.widgets.text('output_dir', "output/notebooks/recommend", "output_dir: metrics.json, the models and the plots")
 dbutils.widgets.dropdown('mlflow', "false", ["true", "false"], "mlflow: log the run to MLflow (MLFLOW_TRACKING_URI)")
@@ -38,6 +39,7 @@ generated_events = int(dbutils.widgets.get('generated_events'))
 epochs = int(dbutils.widgets.get('epochs'))
 batch_size = int(dbutils.widgets.get('batch_size'))
 als_iterations = int(dbutils.widgets.get('als_iterations'))
+tune_als = dbutils.widgets.get('tune_als') == "true"
 num_workers = int(dbutils.widgets.get('num_workers'))
 output_dir = dbutils.widgets.get('output_dir')
 mlflow = dbutils.widgets.get('mlflow') == "true"
@@ -55,7 +57,8 @@ from tfos_lib import job, notebook
 from tfos_lib.datasets import retailrocket
 
 args = notebook.argv(data_dir=data_dir, generated_events=generated_events, epochs=epochs, batch_size=batch_size,
-                     als_iterations=als_iterations, num_workers=num_workers, output_dir=output_dir, mlflow=mlflow,
+                     als_iterations=als_iterations, tune_als=tune_als, num_workers=num_workers,
+                     output_dir=output_dir, mlflow=mlflow,
                      overwrite=True)
 cfg = job.parse_config(recommend.Config, args)  # the job's own options and checks
 path, source = recommend.events_source(cfg, job.setup_logging(), dict(spark.sparkContext.getConf().getAll()))

@@ -14,6 +14,7 @@ generated_events = 200000  # rows of the generated events.csv (without data_dir)
 epochs = 5  # passes over the training interactions, per ranking model
 batch_size = 1024  # global batch: rows (book setup) or positives (ranking)
 als_iterations = 10  # ALS iterations (the baseline)
+tune_als = True  # tune ALS's rank, regParam and alpha on the validation split (7 fits), as the job does
 num_workers = 2  # TensorFlow workers, one Spark task each
 output_dir = "output/notebooks/recommend"  # metrics.json, the models and the plots
 mlflow = False  # log the run to MLflow (MLFLOW_TRACKING_URI)
@@ -22,6 +23,7 @@ generated_events = 4000
 epochs = 1
 batch_size = 256
 als_iterations = 3
+tune_als = False
 # %% [markdown]
 # ## The data in Spark
 # `events_source` finds (or generates) `events.csv`; `retailrocket.read_events` validates it in Spark:
@@ -31,7 +33,8 @@ from tfos_lib import job, notebook
 from tfos_lib.datasets import retailrocket
 
 args = notebook.argv(data_dir=data_dir, generated_events=generated_events, epochs=epochs, batch_size=batch_size,
-                     als_iterations=als_iterations, num_workers=num_workers, output_dir=output_dir, mlflow=mlflow,
+                     als_iterations=als_iterations, tune_als=tune_als, num_workers=num_workers,
+                     output_dir=output_dir, mlflow=mlflow,
                      overwrite=True)
 cfg = job.parse_config(recommend.Config, args)  # the job's own options and checks
 path, source = recommend.events_source(cfg, job.setup_logging(), dict(spark.sparkContext.getConf().getAll()))

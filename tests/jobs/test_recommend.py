@@ -258,7 +258,8 @@ def test_job_end_to_end_on_small_generated_data_with_bad_rows(spark, tmp_path, c
     assert sorted(book_panel["bars"]) == pytest.approx(sorted(
         [book["models"][m]["test_mse"] for m in ("mf", "nn")] + [book["constant_mean_mse"], book["constant_one_mse"]]))
     curves = {k: v for ax in saved_figures["training_curves.png"] for k, v in ax["lines"].items()}
-    assert set(curves) == {f"{objective} {kind} loss" for objective in ("book", "ranking") for kind in ("mf", "nn")}
+    assert set(curves) == {f"{objective} {kind} loss" for objective in ("book", "ranking") for kind in ("mf", "nn")} | {
+        "ranking retrieval loss", "retrieval validation loss"}
     assert len(curves["ranking mf loss"]) == len(curves["ranking nn loss"]) == 1  # --epochs 1
     every = spark.read.parquet(str(out / "recommendations" / "all_visitors"))
     assert every.columns == ["visitor", "rank", "item", "score"]
