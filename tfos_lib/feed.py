@@ -349,8 +349,8 @@ class ShardData:
             shuffle_buffer: 0: the whole shard is converted to tensors in memory and
                 shuffled whole every epoch; the shard must fit in memory two to three
                 times. N > 0: the rows stream from the spilled file one Arrow record
-                batch at a time (batches in a new order every epoch) through a shuffle
-                buffer of N rows, so memory stays bounded however large the shard is.
+                batch at a time (in a new order every epoch), shuffled within windows of
+                at least N rows, so memory stays bounded however large the shard is.
                 Either way an epoch covers every row of the shard once. None (default):
                 :attr:`shuffle_buffer`, the job's ``--shuffle-buffer``.
         """

@@ -31,12 +31,16 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
+import json
 import os
+import shutil
 import signal
 import site
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 import traceback
@@ -188,9 +192,6 @@ def environment_key(env: Mapping[str, str]) -> str:
     modification time (a directory's changes when a package is installed or removed)
     and the newest file of tfos_lib itself.
     """
-    import hashlib
-    import json
-
     def stamp(path: str):
         try:
             status = os.stat(path)
@@ -222,8 +223,6 @@ def take_spare(env: Mapping[str, str]) -> tuple[ChildProcess, str] | None:
 def start_spare(env: Mapping[str, str]) -> None:
     """Starts a child that imports TensorFlow and waits, for the next call in this process (replacing any spare)."""
     drop_spare()
-    import tempfile
-
     workdir = tempfile.mkdtemp(prefix="tfos-spare-")
     _spare.append((ChildProcess(workdir, env=env, import_tensorflow=True), workdir, environment_key(env)))
 
@@ -238,8 +237,7 @@ def drop_spare() -> bool:
 
 
 def discard(child: ChildProcess, workdir: str) -> None:
-    import shutil
-
+    """Kills ``child`` and removes its workdir."""
     child.kill()
     shutil.rmtree(workdir, ignore_errors=True)
 
