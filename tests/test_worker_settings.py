@@ -168,3 +168,20 @@ def test_worker_addresses_from_either_kind_of_tf_config():
     assert cluster_addresses(json.dumps(tfos_one)) == ("a:1",)
     assert cluster_addresses(json.dumps(tfos_two)) == ("a:1", "b:2")
     assert cluster_addresses(None) == ()
+
+
+def test_environment_key_of_tfos_lib_shipped_as_a_zip(monkeypatch):
+    from tfos_lib import process
+
+    # With --py-files, tfos_lib is imported from ./tfos_lib.zip/tfos_lib: no directory to walk.
+    monkeypatch.setattr(process, "__file__", "/nonexistent/tfos_lib.zip/tfos_lib/process.py")
+    assert len(process.environment_key({})) == 64
+
+
+def test_a_script_is_not_a_notebook(monkeypatch):
+    from tfos_lib.launcher import in_notebook
+
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    assert not in_notebook()  # pytest, like spark-submit, is no Jupyter kernel (warm workers stay off)
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    assert in_notebook()

@@ -129,8 +129,16 @@ def run(
 
 
 def in_notebook() -> bool:
-    """True in a Jupyter/IPython kernel or on Databricks (where a long-lived application runs again and again)."""
-    return "ipykernel" in sys.modules or "DATABRICKS_RUNTIME_VERSION" in os.environ
+    """True in a Jupyter kernel or on Databricks (where a long-lived application runs again and again).
+
+    Asks IPython for its shell (a kernel's is ``ZMQInteractiveShell``): a module that happens
+    to import ``ipykernel`` does not make a script a notebook.
+    """
+    if "DATABRICKS_RUNTIME_VERSION" in os.environ:
+        return True
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _attempts(backend_module, spark, payload, num_workers, inputs, output_dir, timeouts, max_restarts, backend, warm):

@@ -200,8 +200,9 @@ def environment_key(env: Mapping[str, str]) -> str:
             return None
 
     package = os.path.dirname(os.path.abspath(__file__))
-    newest = max((stamp(os.path.join(root, f)) or [0, 0])[0]
-                 for root, _, files in os.walk(package) for f in files if f.endswith(".py"))
+    # A zip on the path (--py-files) has no files to walk: its own entry in sys.path is stamped.
+    newest = max(((stamp(os.path.join(root, f)) or [0, 0])[0]
+                  for root, _, files in os.walk(package) for f in files if f.endswith(".py")), default=0)
     parts = [sys.executable, sorted({**os.environ, **env}.items()), [(p, stamp(p)) for p in sys.path], newest]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
