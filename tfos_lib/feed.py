@@ -409,11 +409,13 @@ class ShardData:
             pass_seed = [seed, next(passes)]
             rng = np.random.default_rng(pass_seed)
             window: list[tuple[np.ndarray, ...]] = []
+            rows = 0
             for values in self.chunks(columns, pass_seed):
                 window.append(values)
-                if sum(len(v[0]) for v in window) >= shuffle_buffer:
+                rows += len(values[0])
+                if rows >= shuffle_buffer:
                     yield structure(_shuffled(window, rng))
-                    window = []
+                    window, rows = [], 0
             if window:
                 yield structure(_shuffled(window, rng))
 

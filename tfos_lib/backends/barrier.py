@@ -135,7 +135,8 @@ def _barrier_task(
     context = BarrierTaskContext.get()
     rank = context.partitionId()
     gpus = task_gpus(context)  # tfos: each worker sees only its own GPUs
-    env = task_env(context.cpus(), gpus)
+    cpus = context.cpus()
+    env = task_env(cpus, gpus)
     spare = None
     if warm_workers:
         spare = process.take_spare(env)
@@ -165,7 +166,7 @@ def _barrier_task(
             num_workers=num_workers,
             output_dir=output_dir,
             backend="barrier",
-            num_cpus=context.cpus(),
+            num_cpus=cpus,
             tf_config=tf_config_json(list(addresses), rank),
             inputs={
                 name: (plan, os.path.join(workdir, f"{name}.arrow") if counts[name] else None)
