@@ -110,6 +110,35 @@ def test_featurizer_pipeline_save_load_and_invalid_images(spark, tmp_path):
     assert [os.path.basename(r.path) for r in kept] == ["truncated.jpg"]
 
 
+def test_featurizer_loads_a_weights_file_into_every_executor(spark, tmp_path):
+    """``weights=FILE``: the executors' features are the saved network's, not the seeded random one's."""
+    import tfos_lib
+
+    tf = tfos_lib.import_tensorflow()
+    image_folders.write_synthetic_image_folders(str(tmp_path / "images"), per_class=3, size=(64, 64))
+    images = image_folders.read_image_folders(spark, str(tmp_path / "images")).df.orderBy("path").cache()
+    options = {"modelName": "MobileNetV2", "alpha": 0.35, "imageSize": 64, "batchSize": 2}
+    # A backbone with other weights than the featurizer's seeded initialisation, saved as a no-top .h5 file.
+    # A random MobileNetV2's pooled features are about 1e-11; the last batch norm's offsets (0.5 to 5,
+    # one per feature) make these weights' features unmistakable.
+    tf.keras.utils.set_random_seed(7)
+    saved = tf.keras.applications.MobileNetV2(
+        include_top=False, weights=None, pooling="avg", input_shape=(64, 64, 3), alpha=0.35
+    )
+    last_norm = saved.get_layer("Conv_1_bn")
+    last_norm.beta.assign(np.linspace(0.5, 5.0, last_norm.beta.shape[0], dtype=np.float32))
+    weights = str(tmp_path / "mobilenet_v2_notop.h5")
+    saved.save_weights(weights)
+
+    rows = DeepImageFeaturizer(weights=weights, **options).transform(images).select("content", "features").collect()
+    pixels = np.stack([image_folders.decode_image(r.content, (64, 64)) for r in rows]).astype(np.float32)
+    expected = saved.predict_on_batch(tf.keras.applications.mobilenet_v2.preprocess_input(pixels))
+    assert expected.min() > 0.4 and expected.max() < 5.1
+    np.testing.assert_allclose(np.stack([r.features.toArray() for r in rows]), expected, rtol=1e-5)
+    random_init = DeepImageFeaturizer(**options).transform(images).select("features").collect()
+    assert np.abs([r.features.toArray() for r in random_init]).max() < 1e-3  # the seeded init, not the file
+
+
 def test_featurizer_refuses_downloads_and_missing_weights(spark, tmp_path):
     df = spark.createDataFrame([(b"x",)], "content binary")
     with pytest.raises(ValueError, match="would download"):
