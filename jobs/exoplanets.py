@@ -24,7 +24,8 @@ Run::
     ./spark-submit.sh exoplanets --master local[2] -- --num-workers 2
     ./spark-submit.sh exoplanets -- --data-dir ~/datasets/kaggle-kepler --engine mllib
 
-Writes to ``--output-dir``: metrics.json, model/ (YDF) or mllib_model/, curves.png
+Writes to ``--output-dir``: metrics.json, models/exoplanets/<version>/ (YDF, the TF Serving
+layout) or mllib_model/, curves.png
 (PR and ROC), light_curves.png, default_data/ (the synthetic files).
 """
 
@@ -116,8 +117,10 @@ def split_validation(df, fraction: float, seed: int):
 # Training: YDF on the tfos_lib workers, or MLlib.
 
 
-def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, dataset: str, working_dir: str) -> dict:
-    """Runs on every worker: serve a YDF worker; the chief manages the distributed GBT and saves it."""
+def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, dataset: str, working_dir: str, names: list) -> dict:
+    """Runs on every worker: serve a YDF worker; the chief manages the distributed GBT and exports it."""
+    from tfos_lib.export import saved_model
+
     started = time.perf_counter()
     model = forest.train_gbt(
         ctx, dataset, working_dir, label="label", weights="weight", num_trees=cfg.num_trees,
@@ -125,8 +128,9 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, dataset: str, working_dir
     )
     if not ctx.is_chief:
         return {}
-    model.save(os.path.join(ctx.output_dir, "model"))
-    return {"train_seconds": time.perf_counter() - started, "trees": model.num_trees()}
+    seconds = time.perf_counter() - started
+    export = saved_model.export_ydf_model(model, os.path.join(ctx.output_dir, "models"), "exoplanets", names)
+    return {"train_seconds": seconds, "trees": model.num_trees(), "export": export}
 
 
 def train_ydf(spark, fit, names, cfg: Config):
@@ -134,12 +138,11 @@ def train_ydf(spark, fit, names, cfg: Config):
     out = storage.require_mounted(cfg.output_dir, "YDF's workers share the training shards and snapshots under it")
     working_dir = os.path.join(out, "ydf_work")
     shutil.rmtree(working_dir, ignore_errors=True)  # no resuming from an earlier run's snapshot
-    shutil.rmtree(os.path.join(out, "model"), ignore_errors=True)
     dataset = forest.write_shards(fit.select("label", "weight", *names), os.path.join(out, "ydf_data"),
                                   2 * cfg.num_workers)
-    result = job.launch(train_fn, cfg, {}, spark, extra_args=(dataset, working_dir))
-    model_dir = os.path.join(out, "model")
-    return result, lambda df: forest.score(df, model_dir, names)
+    result = job.launch(train_fn, cfg, {}, spark, extra_args=(dataset, working_dir, names))
+    # Evaluated as it would be served: the TF Serving export, scored in the executors.
+    return result, lambda df: forest.score(df, result["export"], names)
 
 
 def train_mllib(fit, names, cfg: Config):

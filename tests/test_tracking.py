@@ -75,6 +75,29 @@ def test_mnist_run_is_logged_with_params_epochs_artifacts_and_a_model(spark, tmp
                                rtol=1e-5, atol=1e-6)
 
 
+def test_an_export_that_is_not_keras_is_logged_as_its_files(tmp_path, monkeypatch):
+    """A YDF forest's Serving export has no Keras model to log: MLflow keeps its SavedModel files."""
+    import mlflow
+    import ydf
+
+    from tfos_lib.export import saved_model
+    from tfos_lib.tracking import MlflowRun
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200).astype(np.float32)
+    forest = ydf.GradientBoostedTreesLearner(label="y", num_trees=3).train({"x": x, "y": (x > 0).astype(np.int64)})
+    saved_model.export_ydf_model(forest, str(tmp_path / "out" / "models"), "forest", ["x"])
+    run = MlflowRun("forest-job", {})
+    logged = run.log_models(str(tmp_path / "out"))
+    run.end()
+    assert logged == {"forest": f"runs:/{run.run_id}/models/forest"}
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    files = {a.path for a in client.list_artifacts(run.run_id, "models/forest")}
+    assert "models/forest/saved_model.pb" in files and "models/forest/assets.extra" in files
+
+
 def test_tensorboard_serves_the_logs_on_the_driver_and_stops(tmp_path):
     import time
     import urllib.request

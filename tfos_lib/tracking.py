@@ -152,6 +152,10 @@ class MlflowRun:
         with storage.local_copy(model_dir) as local:
             path = resolve_saved_model(local)
             signature = read_signature(path)
+            if not os.path.exists(os.path.join(path, "keras_metadata.pb")):
+                # Not a Keras model (a YDF forest's export): MLflow keeps the SavedModel's files as they are.
+                self.client.log_artifacts(self.run_id, path, f"models/{name}")
+                return f"runs:/{self.run_id}/models/{name}"
             model = tf.keras.models.load_model(path, compile=False)
         if input_example is None:  # zeros of the signature's shapes (a job passes real rows when it can)
             inputs = {key: np.zeros([2, *[d or 1 for d in spec["shape"][1:]]], dtype=spec["dtype"])

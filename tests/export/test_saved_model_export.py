@@ -89,3 +89,42 @@ def test_saved_model_cli_lists_the_signature(tmp_path):
     )
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert "inputs['inputs']" in shown.stdout and "outputs['outputs']" in shown.stdout, shown.stdout
+
+
+def test_a_ydf_forest_exports_for_serving_and_loads_in_a_fresh_process(tmp_path):
+    import ydf
+
+    rng = np.random.default_rng(0)
+    features = ["depth", "period", "noise"]  # the forest reads only two: a column it ignores stays in place
+    x = rng.normal(size=(300, 3)).astype(np.float32)
+    label = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    forest = ydf.GradientBoostedTreesLearner(label="label", num_trees=15, max_depth=3).train(
+        {"depth": x[:, 0], "period": x[:, 1], "label": label})
+    path = saved_model.export_ydf_model(forest, str(tmp_path), "planets", features)
+    assert path == str(tmp_path / "planets" / "1")
+    described = saved_model.read_signature(path)
+    assert described["features"] == features and described["requires"] == ["ydf_tf"]
+    assert described["inputs"] == {"inputs": {"dtype": "float32", "shape": [None, 3]}}
+    expected = forest.predict({"depth": x[:50, 0], "period": x[:50, 1]})
+    np.save(tmp_path / "x.npy", x[:50])
+    # A new process has not imported ydf_tf: the op comes from signature.json's "requires".
+    script = (
+        "import sys, numpy as np, tfos_lib\n"
+        "from tfos_lib.export import saved_model\n"
+        "tf = tfos_lib.import_tensorflow()\n"
+        "path = saved_model.resolve_saved_model(sys.argv[1])\n"
+        "saved_model.import_required_ops(path)\n"
+        "serve = tf.saved_model.load(path).signatures['serving_default']\n"
+        "np.save(sys.argv[2], serve(inputs=tf.constant(np.load(sys.argv[3])))['probability'].numpy())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "planets"), str(tmp_path / "p.npy"),
+                           str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, rtol=1e-6)
+
+    with pytest.raises(ValueError, match=r"reads features \['period'\] that are not in feature_names"):
+        saved_model.export_ydf_model(forest, str(tmp_path), "planets", ["depth"])
+    signature = tmp_path / "planets" / "1" / saved_model.SIGNATURE_FILE
+    signature.write_text(json.dumps({**described, "requires": ["no_such_ops_package"]}))
+    with pytest.raises(ImportError, match="pip install no-such-ops-package"):
+        saved_model.import_required_ops(path)

@@ -44,12 +44,11 @@ def test_two_ydf_workers_train_together_and_the_saved_model_scores_a_dataframe(
     panels = saved_figures["light_curves.png"]  # per example star: raw, detrended, folded
     assert len(panels) % 3 == 0 and panels and all(p["title"].endswith(": raw flux") for p in panels[::3])
     assert all(len(p["lines"]) == 1 and len(next(iter(p["lines"].values()))) == kepler.NUM_FLUX for p in panels)
-    # The chief's worker and the second one both served the manager (YDF's own per-worker cache parts).
-    assert (out / "model").is_dir()
-    # Reload the model and score new stars where they live.
+    # The forest's TF Serving export: reload it and score new stars where they live.
+    assert metrics["results"]["export"] == str(out / "models" / "exoplanets" / "1")
     cfg = exoplanets.Config(data_dir=str(tiny_kepler), features="fft", fft_bins=16)
     test, names = exoplanets.featurize(spark, exoplanets.load_data(spark, cfg)[1], cfg)
-    scored = forest.score(test, str(out / "model"), names).toPandas()
+    scored = forest.score(test, str(out / "models" / "exoplanets"), names).toPandas()
     assert len(scored) == 24 and np.isfinite(scored.probability).all()
     assert ((scored.probability >= 0) & (scored.probability <= 1)).all()
 

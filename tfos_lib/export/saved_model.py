@@ -29,6 +29,7 @@ and ``saved_model_cli show --dir <version dir> --all`` lists the signature.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -40,6 +41,8 @@ __all__ = [
     "SERVING_SIGNATURE",
     "SIGNATURE_FILE",
     "export_saved_model",
+    "export_ydf_model",
+    "import_required_ops",
     "latest_version",
     "next_version",
     "read_signature",
@@ -178,16 +181,7 @@ def export_saved_model(
     from tfos_lib.tfenv import import_tensorflow
 
     tf = import_tensorflow()
-    if not name or os.sep in name or name in (".", ".."):
-        raise ValueError(f"name must be a plain directory name; got {name!r}.")
-    model_dir = os.path.join(base_dir, name)
-    if version is None:
-        version = next_version(model_dir)
-    if not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive integer (TF Serving's layout); got {version!r}.")
-    path = os.path.join(model_dir, str(version))
-    if os.path.exists(path) and not overwrite:
-        raise ValueError(f"{path} exists already; pass overwrite=True or another version.")
+    model_dir, version = _target(base_dir, name, version, overwrite)
     model_inputs = _model_inputs(tf, model)
     inputs = _names(input_names, [t.name.split(":")[0] for t in model_inputs], "inputs", "input_names")
     outputs = _names(output_names, list(model.output_names or ["outputs"]), "outputs", "output_names")
@@ -204,17 +198,117 @@ def export_saved_model(
         result = result if isinstance(result, (list, tuple)) else [result]
         return dict(zip(outputs, result))
 
+    return _publish(
+        model_dir, version, serve, specs,
+        lambda path: model.save(path, save_format="tf", include_optimizer=False, signatures={SERVING_SIGNATURE: serve}),
+        {"preprocessing": preprocessing or ("in the graph" if preprocess is not None else "none")},
+    )
+
+
+def export_ydf_model(
+    model,
+    base_dir: str,
+    name: str,
+    feature_names: Sequence[str],
+    *,
+    version: int | None = None,
+    output_name: str = "probability",
+    overwrite: bool = False,
+) -> str:
+    """Writes a YDF model (e.g. a gradient-boosted forest) to ``<base_dir>/<name>/<version>/`` for TF Serving.
+
+    Runs on the driver or the chief; imports TensorFlow and ``ydf_tf`` (the
+    ``ydf-tf`` package, which provides the forest inference op for this TensorFlow).
+    The ``serving_default`` signature takes one float32 matrix ``inputs``
+    ``[batch, len(feature_names)]``, columns in ``feature_names`` order (recorded in
+    ``signature.json``), and returns ``output_name``: YDF's prediction (for a binary
+    classifier, the positive class's probability, ``[batch]``).
+
+    The SavedModel uses the YDF inference op, which TF Serving has built in. A Python
+    process registers it with ``import ydf_tf`` before ``tf.saved_model.load``;
+    :func:`import_required_ops` does that from ``signature.json``'s ``requires``, and
+    :mod:`tfos_lib.ml.inference` calls it.
+
+    Returns:
+        The version directory written.
+    """
+    from tfos_lib.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    features = list(feature_names)
+    if not features or len(set(features)) != len(features):
+        raise ValueError(f"feature_names must be distinct and non-empty; got {features}.")
+    missing = sorted(set(model.input_feature_names()) - set(features))
+    if missing:
+        raise ValueError(f"the YDF model reads features {missing} that are not in feature_names.")
+    model_dir, version = _target(base_dir, name, version, overwrite)
+    module = tf.Module()
+    module.forest = model.to_tensorflow_function()  # needs ydf_tf; a tf.Module that takes {feature: [batch]}
+    specs = [tf.TensorSpec([None, len(features)], tf.float32, name="inputs")]
+
+    used = [(n, features.index(n)) for n in model.input_feature_names()]  # a forest may ignore some columns
+
+    @tf.function(input_signature=specs)
+    def serve(inputs):
+        return {output_name: module.forest({n: inputs[:, i] for n, i in used})}
+
+    module.serve = serve
+    return _publish(
+        model_dir, version, serve, specs,
+        lambda path: tf.saved_model.save(module, path, signatures={SERVING_SIGNATURE: serve}),
+        {"preprocessing": "none: raw feature values, columns in 'features' order", "features": features,
+         "requires": ["ydf_tf"]},
+    )
+
+
+def import_required_ops(path: str) -> None:
+    """Imports the modules an export's ``signature.json`` lists under ``requires`` (custom TensorFlow ops).
+
+    Call before ``tf.saved_model.load`` on a local version directory.
+
+    Raises:
+        ImportError: a module is missing; says which package provides it.
+    """
+    signature = read_signature(path) or {}
+    for module in signature.get("requires", []):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ImportError(
+                f"the model at {path!r} uses TensorFlow ops from {module!r}, which does not import here ({error}). "
+                f"Install it on every executor: pip install {module.replace('_', '-')}."
+            ) from error
+
+
+def _target(base_dir: str, name: str, version: int | None, overwrite: bool) -> tuple[str, int]:
+    """``(<base_dir>/<name>, version)`` for a new export, the version checked (and chosen when None)."""
+    if not name or os.sep in name or name in (".", ".."):
+        raise ValueError(f"name must be a plain directory name; got {name!r}.")
+    model_dir = os.path.join(base_dir, name)
+    if version is None:
+        version = next_version(model_dir)
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive integer (TF Serving's layout); got {version!r}.")
+    path = os.path.join(model_dir, str(version))
+    if os.path.exists(path) and not overwrite:
+        raise ValueError(f"{path} exists already; pass overwrite=True or another version.")
+    return model_dir, version
+
+
+def _publish(model_dir: str, version: int, serve, specs, save: Callable[[str], None], extra: dict) -> str:
+    """Saves under a temporary name, adds ``signature.json``, and renames the version into place."""
+    path = os.path.join(model_dir, str(version))
     temporary = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
-    model.save(temporary, save_format="tf", include_optimizer=False, signatures={SERVING_SIGNATURE: serve})
+    save(temporary)
     returned = serve.get_concrete_function().structured_outputs
     description = {
-        "model": name,
+        "model": os.path.basename(model_dir),
         "version": version,
         "signature": SERVING_SIGNATURE,
         "inputs": {s.name: {"dtype": s.dtype.name, "shape": [d for d in s.shape.as_list()]} for s in specs},
         "outputs": {n: {"dtype": t.dtype.name, "shape": t.shape.as_list()} for n, t in returned.items()},
-        "preprocessing": preprocessing or ("in the graph" if preprocess is not None else "none"),
+        **extra,
     }
     os.makedirs(os.path.join(temporary, "assets.extra"), exist_ok=True)
     with open(os.path.join(temporary, SIGNATURE_FILE), "w") as f:

@@ -14,8 +14,8 @@ rendezvous gave it (``ctx.addresses``), and the chief also runs the manager::
 
 The dataset is a list of files every worker can read (CSV shards Spark wrote to a
 shared path: :func:`write_shards`); ``working_dir`` must be shared too (YDF keeps
-its dataset cache and snapshots there). :func:`score` loads a saved model in the
-executors and scores a DataFrame.
+its dataset cache and snapshots there). :func:`score` scores a DataFrame in the executors with the
+forest's TF Serving export (:func:`tfos_lib.export.saved_model.export_ydf_model`).
 """
 
 from __future__ import annotations
@@ -74,19 +74,18 @@ def train_gbt(ctx, dataset: str, working_dir: str, *, timeout: float = 3600.0, *
         stop()
 
 
-def score(df, model_dir: str, feature_columns: list[str], output: str = "probability"):
-    """``df`` plus ``output`` (double): the saved YDF model's positive-class probability, computed in the executors."""
-    import pandas as pd
-    from pyspark.sql.types import DoubleType, StructField, StructType
+def score(df, model_path: str, feature_columns: list[str], output: str = "probability"):
+    """``df`` plus ``output`` (double): the exported forest's positive-class probability, computed in the executors.
 
-    schema = StructType(df.schema.fields + [StructField(output, DoubleType())])
+    ``model_path`` is an export of :func:`tfos_lib.export.saved_model.export_ydf_model`
+    (a version directory, or the model directory: its latest version), read by
+    :mod:`tfos_lib.ml.inference` as any other served model.
+    """
+    from pyspark.sql import functions as F
 
-    def predict(frames):
-        import ydf
+    from tfos_lib.ml import inference
 
-        model = ydf.load_model(model_dir)
-        for frame in frames:
-            values = model.predict(frame[feature_columns]) if len(frame) else []
-            yield frame.assign(**{output: pd.Series(values, index=frame.index, dtype="float64")})
-
-    return df.mapInPandas(predict, schema)
+    scratch = "_forest_features"
+    rows = df.withColumn(scratch, F.array(*[F.col(f"`{c}`").cast("float") for c in feature_columns]))
+    scored = inference.predict(rows, model_path, [scratch], output_col=output)
+    return scored.withColumn(output, F.col(output)[0].cast("double")).drop(scratch)

@@ -143,6 +143,7 @@ def _load(model_path: str, signature: str, shown: str):
     is_keras = os.path.isfile(model_path) or os.path.exists(os.path.join(model_path, "keras_metadata.pb"))
     if is_keras and not exported:
         return "keras", tf.keras.models.load_model(model_path, compile=False)
+    saved_model.import_required_ops(model_path)  # e.g. a YDF forest's inference op
     loaded = tf.saved_model.load(model_path)
     if signature not in loaded.signatures:
         raise ValueError(
