@@ -5,7 +5,7 @@ floats each) in:
 
 * plain single-process tf-keras ``model.predict`` on a numpy array, limited to 1
   thread (the per-core baseline) and with all threads;
-* ``tfos_lib.ml.inference.predict`` (Spark's ``predict_batch_udf``) over a cached
+* ``tfos_lib.ml.inference.predict`` (a ``mapInArrow`` over Arrow batches) over a cached
   DataFrame on ``local-cluster[N,1,2048]``, N = 1 and 2 executors of one core.
   "warm" passes reuse the model already loaded in every Python worker; "cold"
   (the first pass) includes starting the Python workers, importing TensorFlow

@@ -111,6 +111,32 @@ def test_input_problems_are_named(spark, tmp_path):
         inference.predict_udf(str(tmp_path), input_sizes=[2], batch_size=0)
 
 
+def test_rows_the_model_cannot_take_stop_with_their_column_named(spark, tmp_path):
+    from pyspark.sql import functions as F
+
+    tf = tfos_lib.import_tensorflow()
+
+    class Total(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def serve(self, x):
+            return {"total": tf.reduce_sum(x, axis=1)}
+
+    module = Total()
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures={"serving_default": module.serve})
+    model = str(tmp_path / "saved")
+    ragged = spark.createDataFrame([([1.0, 2.0],), ([1.0, 2.0, 3.0],)], "x array<float>").coalesce(1)
+    with pytest.raises(Exception, match=r"column 'x' holds arrays of 2 to 3 values; the first row had 2"):
+        inference.predict(ragged, model, ["x"]).collect()
+    holes = spark.createDataFrame([([1.0, 2.0],), (None,)], "x array<float>").coalesce(1)
+    with pytest.raises(Exception, match=r"column 'x' has 1 null row\(s\).*dropna"):
+        inference.predict(holes, model, ["x"]).collect()
+    with pytest.raises(ValueError, match="output_col='x' is also an input column"):
+        inference.predict(holes, model, ["x"], output_col="x")
+    # An existing column of the output's name is replaced; the other columns pass through unchanged.
+    scored = inference.predict(holes.dropna().withColumn("total", F.lit(1)), model, ["x"], output_col="total")
+    assert scored.columns == ["x", "total"] and [r.total for r in scored.collect()] == [[3.0]]
+
+
 def test_missing_model_names_the_path(spark, tmp_path):
     df = spark.createDataFrame([([1.0],)], "x array<float>")
     with pytest.raises(Exception, match=r"no model at .*does-not-exist"):

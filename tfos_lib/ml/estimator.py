@@ -355,11 +355,11 @@ class KerasModel(Model, _KerasModelParams, MLReadable, MLWritable):
         if self.model_path is None:
             raise ValueError("this KerasModel holds no model: get one from KerasEstimator.fit() or KerasModel.load().")
         features = _features_column(dataset, self.getFeaturesCol(), "featuresCol")
-        udf = inference.predict_udf(
-            self.model_path, input_sizes=[self._input_size], batch_size=self.getPredictBatchSize()
-        )
-        output = self.getOutputCol()
-        result = dataset.withColumn(output, udf(features))
+        output, scratch = self.getOutputCol(), f"_{self.uid}_features"
+        result = inference.predict(
+            dataset.withColumn(scratch, features), self.model_path, [scratch], output_col=output,
+            batch_size=self.getPredictBatchSize(),
+        ).drop(scratch)
         if self.getPredictionCol():
             scores = F.col(f"`{output}`")
             result = result.withColumn(

@@ -1,4 +1,4 @@
-"""Batch inference over Spark DataFrames with Spark's own ``predict_batch_udf``.
+"""Batch inference over Spark DataFrames, in the executors.
 
 A saved model is applied to DataFrame columns: an export in the TF Serving layout
 (:mod:`tfos_lib.export.saved_model`, ``<base_dir>/<name>/<version>/``; the model
@@ -11,12 +11,14 @@ saved to a path, or a plain TensorFlow SavedModel with a serving signature::
     scored = inference.predict(test_df, "output/mnist/models/mnist", ["image"], output_col="probabilities")
     accuracy = inference.evaluate_classifier(test_df, "output/mnist/models/mnist", "image", "label")["accuracy"]
 
-How it runs: ``pyspark.ml.functions.predict_batch_udf`` turns the factory from
-:func:`make_predict_fn` into a pandas UDF. In each Spark Python worker the factory
-runs once (Spark caches the returned ``predict`` function per worker, keyed by a
-fresh id each time a UDF is built on the driver), loads the model, and every
-Arrow batch of rows is cut into ``batch_size`` numpy batches for it. Nothing is
-collected to the driver, and the driver never imports TensorFlow.
+How it runs: :func:`predict` is a ``mapInArrow`` over the DataFrame. In each Spark
+Python worker the factory from :func:`make_predict_fn` runs once and the model stays
+loaded for later tasks; each Arrow batch of rows goes from its buffers to numpy (an
+array column becomes one ``(rows, n)`` matrix, with no Python object per row), is cut
+into ``batch_size`` model calls, and the outputs go back as Arrow ``list<float>``
+columns. :func:`predict_udf` wraps the same factory in Spark's ``predict_batch_udf``
+for use inside column expressions (it pays a Python object per array cell).
+Nothing is collected to the driver, and the driver never imports TensorFlow.
 
 Executors must be able to read ``model_path`` (a shared or distributed
 filesystem on a real cluster, like ``tfos_lib.run``'s ``output_dir``). TensorFlow
@@ -27,8 +29,11 @@ GPU executors need nothing more (TensorFlow takes the GPUs the process sees).
 
 from __future__ import annotations
 
+import collections
+import functools
 import inspect
 import os
+import uuid
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -463,18 +468,85 @@ def predict(
     Returns:
         A new DataFrame (nothing runs until an action).
     """
+    from pyspark.sql import types as T
+
     input_cols = [input_cols] if isinstance(input_cols, str) else list(input_cols)
-    udf = predict_udf(
-        model_path,
-        input_sizes=array_sizes(df, input_cols),
-        output_names=output_names,
-        batch_size=batch_size,
-        input_names=input_names,
-        signature=signature,
-        columns=input_cols,
-        **sampling,
-    )
-    return df.withColumn(output_col, udf(*input_cols))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+    if output_col in input_cols:
+        raise ValueError(f"output_col={output_col!r} is also an input column; choose another name.")
+    sizes = array_sizes(df, input_cols)
+    if model_path.endswith(".tflite"):  # refused here, before any executor work
+        from tfos_lib.export import tflite
+
+        tflite.check_inputs(model_path, sizes, input_cols)
+    vector = T.ArrayType(T.FloatType())
+    output_type = vector if not output_names else T.StructType([T.StructField(n, vector) for n in output_names])
+    rows = df.drop(output_col) if output_col in df.columns else df
+    schema = T.StructType(rows.schema.fields + [T.StructField(output_col, output_type)])
+    factory = make_predict_fn(model_path, num_inputs=len(input_cols), output_names=output_names,
+                              input_names=input_names, signature=signature, **sampling)
+    score = functools.partial(_score_arrow_batches, uuid.uuid4().hex, factory, input_cols, sizes,
+                              output_col, list(output_names or []), batch_size)
+    return rows.mapInArrow(score, schema)
+
+
+# The loaded model of each predict() call, per Python worker (Spark reuses the worker for later tasks).
+_PREDICTORS: "collections.OrderedDict[str, Callable]" = collections.OrderedDict()
+
+
+def _score_arrow_batches(key, factory, columns, sizes, output_col, output_names, batch_size, batches):
+    """mapInArrow's function: each Arrow batch of rows plus the model's output. Runs on executors.
+
+    The inputs go from Arrow buffers to numpy without a Python object per row (Spark's
+    pandas UDFs make one per array cell), and the outputs go back the same way.
+    """
+    import pyarrow as pa
+
+    if key not in _PREDICTORS:
+        while len(_PREDICTORS) >= 2:  # a long-lived worker keeps the last two models, not every one it met
+            _PREDICTORS.popitem(last=False)
+        _PREDICTORS[key] = factory()
+    predict_batch = _PREDICTORS[key]
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        inputs = [_column_values(batch.column(batch.schema.get_field_index(c)), size, c)
+                  for c, size in zip(columns, sizes)]
+        parts = [predict_batch(*[x[start:start + batch_size] for x in inputs])
+                 for start in range(0, batch.num_rows, batch_size)]
+        if output_names:
+            output = pa.StructArray.from_arrays(
+                [_list_array(np.concatenate([p[n] for p in parts])) for n in output_names], names=output_names)
+        else:
+            output = _list_array(np.concatenate(parts))
+        yield pa.RecordBatch.from_arrays(batch.columns + [output], names=batch.schema.names + [output_col])
+
+
+def _column_values(column, size: int | None, name: str) -> np.ndarray:
+    """An Arrow column as numpy: ``(rows, size)`` for an array column, ``(rows,)`` for a scalar one."""
+    import pyarrow.compute as pc
+
+    if column.null_count:
+        raise ValueError(f"column {name!r} has {column.null_count} null row(s) in this batch; the model needs a "
+                         "value in every row. Drop them (df.dropna(subset=[...])) or fill them first.")
+    if size is None:
+        return column.to_numpy(zero_copy_only=False)
+    lengths = pc.list_value_length(column)
+    if pc.min(lengths).as_py() != size or pc.max(lengths).as_py() != size:
+        raise ValueError(f"column {name!r} holds arrays of {pc.min(lengths).as_py()} to {pc.max(lengths).as_py()} "
+                         f"values; the first row had {size}, and every row must have the same length.")
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), size)
+
+
+def _list_array(values: np.ndarray):
+    """A ``(rows, k)`` float32 array as an Arrow ``list<float>`` column, sharing its buffer."""
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    rows, width = values.shape
+    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
 
 
 def argmax(column: "Column | str") -> "Column":
