@@ -118,25 +118,38 @@ def test_environment_key_changes_with_the_environment_and_the_installed_code(tmp
 
 
 def report_start(ctx):
-    return {"timeline": dict(ctx.timeline), "pid": os.getpid()}
+    shard = ctx.data("train")
+    return {"timeline": dict(ctx.timeline), "pid": os.getpid(), "rows": shard.num_rows,
+            "y": sorted(shard.column("y").tolist())}
 
 
-def test_a_second_run_starts_in_the_warm_spare_and_a_cold_run_ends_it(spark, tmp_path, linear_regression):
+def test_a_second_run_starts_in_the_warm_spare_and_a_cold_run_ends_it(spark, tmp_path, linear_regression, caplog):
+    from tfos_lib import feed
+
     make_frame, _ = linear_regression
     frame = make_frame(spark)
 
-    def run(name, warm):
-        return tfos_lib.run(report_start, num_workers=2, inputs={"train": frame}, output_dir=str(tmp_path / name),
+    def run(name, warm, data=frame):
+        return tfos_lib.run(report_start, num_workers=2, inputs={"train": data}, output_dir=str(tmp_path / name),
                             spark=spark, warm_workers=warm)
 
-    first, second = run("first", True), run("second", True)
+    with caplog.at_level("INFO", logger="tfos_lib"):
+        first, second = run("first", True), run("second", True)
     assert "spare_taken" not in first["timeline"]
     # The second run's chief took the spare its Spark Python worker kept: a process started (and importing
     # TensorFlow) when the first run ended, not the first run's own process.
     assert "spare_taken" in second["timeline"]
     assert second["pid"] != first["pid"]
+    # ... and read the first run's staged shard (no counting, no shuffle): the same rows.
+    assert caplog.text.count("reusing the staged inputs of the previous run") == 1
+    assert second["rows"] == first["rows"] == 200 and second["y"] == first["y"]
+    assert feed._kept["staged"].is_cached
+    other = run("other", True, make_frame(spark, rows=300))  # other DataFrame: staged afresh
+    assert other["rows"] == 150 and caplog.text.count("reusing the staged inputs") == 1
+    kept = feed._kept["staged"]
     cold = run("cold", False)
     assert "spare_taken" not in cold["timeline"] and "spare_dropped" in cold["timeline"]  # memory given back
+    assert not kept.is_cached and not feed._kept  # and the kept staging unpersisted
 
 
 def test_float16_all_reduce_sends_dense_gradients_as_float16_and_leaves_sparse_ones_alone():

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger("tfos_lib")
 
 #: Columns the staging adds; input names and user columns may not use them.
 SHARD_COLUMN = "_tfos_shard"
@@ -156,7 +159,29 @@ def partition_keys(spark: "SparkSession", num_partitions: int) -> list[int]:
     return [keys[k] for k in range(num_partitions)]
 
 
-def stage(spark: "SparkSession", inputs: dict, num_workers: int) -> tuple["DataFrame", dict[str, InputPlan], list]:
+# The staging kept for the next run (warm workers): the key of the inputs it was made from,
+# those inputs (so their ids stay unique while kept), the persisted staged DataFrame, its plans.
+_kept: dict = {}
+
+
+def _staging_key(spark: "SparkSession", inputs: dict, num_workers: int) -> tuple:
+    """The same DataFrame objects, shard flags and worker count in the same application give the same key."""
+    specs = {name: spec if isinstance(spec, Input) else Input(spec) for name, spec in inputs.items()}
+    return (spark.sparkContext.applicationId, num_workers,
+            tuple((name, id(spec.df), spec.shard) for name, spec in sorted(specs.items())))
+
+
+def release_kept_staging() -> None:
+    """Unpersists the staging kept by ``stage(..., keep=True)``, if any (driver side)."""
+    staged = _kept.pop("staged", None)
+    _kept.clear()
+    if staged is not None:
+        staged.unpersist()
+
+
+def stage(
+    spark: "SparkSession", inputs: dict, num_workers: int, keep: bool = False
+) -> tuple["DataFrame", dict[str, InputPlan], list]:
     """Lays out ``inputs`` as one DataFrame of exactly ``num_workers`` partitions, partition ``k`` = shard ``k``.
 
     Runs on the driver. Every partition also holds one marker row, so a worker
@@ -166,6 +191,10 @@ def stage(spark: "SparkSession", inputs: dict, num_workers: int) -> tuple["DataF
         spark: the session.
         inputs: name -> :class:`Input` or DataFrame (a DataFrame is sharded).
         num_workers: number of shards.
+        keep: persist the staged DataFrame and hand it out again to the next call
+            with the same DataFrame objects, shard flags and worker count, which then
+            skips counting the rows and Spark's shuffle (a notebook re-running its
+            training cell). Any other call releases the kept staging.
 
     Returns:
         ``(staged DataFrame, plans by name, DataFrames persisted here)``; the caller
@@ -174,6 +203,11 @@ def stage(spark: "SparkSession", inputs: dict, num_workers: int) -> tuple["DataF
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    key = _staging_key(spark, inputs, num_workers)
+    if keep and _kept.get("key") == key:
+        log.info("reusing the staged inputs of the previous run (same DataFrames, %d workers)", num_workers)
+        return _kept["staged"], _kept["plans"], []
+    release_kept_staging()
     plans: dict[str, InputPlan] = {}
     markers = spark.range(0, num_workers, 1, 1).select(
         F.col("id").alias(SHARD_COLUMN), F.lit(None).cast("string").alias(INPUT_COLUMN)
@@ -219,6 +253,9 @@ def stage(spark: "SparkSession", inputs: dict, num_workers: int) -> tuple["DataF
         KEY_COLUMN,
         F.element_at(F.array(*[F.lit(k).cast("long") for k in keys]), F.col(SHARD_COLUMN).cast("int") + 1),
     ).repartition(num_workers, KEY_COLUMN)
+    if keep:  # filled by the stage that reads it; later runs read the cached shards
+        staged = staged.persist(StorageLevel.MEMORY_AND_DISK)
+        _kept.update(key=key, inputs=inputs, staged=staged, plans=plans)
     return staged, plans, persisted
 
 

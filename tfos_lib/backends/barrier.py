@@ -42,13 +42,16 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
     worker when it ends, and takes the spare its Python worker holds when it starts
     (if the environment is unchanged, :func:`tfos_lib.process.environment_key`), so a
     second run in the same application does not wait for TensorFlow to import.
-    Without it, a task ends any spare its Python worker holds.
+    Without it, a task ends any spare its Python worker holds. With it, the staged
+    inputs are also kept (:func:`tfos_lib.feed.stage`), so a second run over the same
+    DataFrames skips counting and shuffling them.
 
     Raises:
         WorkerError: a worker failed (with its traceback when it has one).
         LauncherTimeout: a deadline of ``monitor`` passed; the Spark job was cancelled.
     """
-    staged, plans, persisted = feed.stage(spark, inputs, num_workers)
+    # Warm workers mean re-runs in one application: their staged inputs are kept for the next run too.
+    staged, plans, persisted = feed.stage(spark, inputs, num_workers, keep=warm_workers)
     for plan in plans.values():
         if plan.dropped_rows:
             log.info(
@@ -67,6 +70,9 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
     )
     try:
         rows = collect_watched(spark, staged.mapInArrow(task, _RESULT_SCHEMA, barrier=True), monitor)
+    except BaseException:
+        feed.release_kept_staging()  # a retry stages afresh rather than mixing cached and recomputed shards
+        raise
     finally:
         for df in persisted:
             df.unpersist()
