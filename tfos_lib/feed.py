@@ -136,6 +136,9 @@ def per_worker_batch_size(global_batch_size: int, num_workers: int) -> int:
 # Driver side.
 
 
+_PARTITION_KEYS: dict[int, list[int]] = {}
+
+
 def partition_keys(spark: "SparkSession", num_partitions: int) -> list[int]:
     """Returns ``keys`` such that ``repartition(num_partitions, col)`` sends ``keys[k]`` to partition ``k``.
 
@@ -145,6 +148,8 @@ def partition_keys(spark: "SparkSession", num_partitions: int) -> list[int]:
     """
     from pyspark.sql import functions as F
 
+    if num_partitions in _PARTITION_KEYS:  # the hash is fixed: one small Spark job per count, not per run
+        return _PARTITION_KEYS[num_partitions]
     keys: dict[int, int] = {}
     start, span = 0, 64 * num_partitions
     while len(keys) < num_partitions:
@@ -156,7 +161,8 @@ def partition_keys(spark: "SparkSession", num_partitions: int) -> list[int]:
         for row in rows:
             keys.setdefault(row.p, row.id)
         start += span
-    return [keys[k] for k in range(num_partitions)]
+    _PARTITION_KEYS[num_partitions] = [keys[k] for k in range(num_partitions)]
+    return _PARTITION_KEYS[num_partitions]
 
 
 # The staging kept for the next run (warm workers): the key of the inputs it was made from,
