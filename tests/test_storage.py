@@ -91,9 +91,9 @@ def test_s3_round_trip(s3, tmp_path):
     storage.move(f"{base}/dir", f"{base}/moved")
     assert storage.download(f"{base}/moved", str(tmp_path / "back")) == ["checkpoint"]
     assert not storage.exists(f"{base}/dir")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="missing.json"):
         storage.read_bytes(f"{base}/missing.json")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="a.json"):
         storage.write_bytes(f"{base}/a.json", b"x", exclusive=True)
 
 

@@ -195,7 +195,7 @@ def test_experience_rounds_end_and_abort(tmp_path):
     with pytest.raises(ExperienceAborted, match="boom"):
         learner.wait_round(1, lambda: None, timeout=1)
     driver.reset_after(0)  # a resumed run from scratch drops the rounds and the markers
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError, match="no experience round 0"):  # round 0 is gone again
         learner.wait_round(0, lambda: None, timeout=0.3)
 
 
