@@ -244,7 +244,7 @@ def test_tiny_backtest_over_two_executors(tmp_path):
     run = subprocess.run(
         [os.path.join(REPO, "spark-submit.sh"), "stock_gp", "--master", "local-cluster[2,1,2048]", "--",
          "--data-dir", str(data), "--output-dir", str(out), "--backtest", "--backtest-start", "2018",
-         "--lookback-years", "1", "--backtest-models", "book,walk", "--backtest-max-iter", "20", "--windows-per-task", "3"],
+         "--lookback-years", "1", "--backtest-models", "book,walk-regime", "--backtest-max-iter", "20", "--windows-per-task", "3"],
         capture_output=True, text=True, timeout=900,
     )
     assert run.returncode == 0, run.stderr[-5000:]
@@ -256,7 +256,7 @@ def test_tiny_backtest_over_two_executors(tmp_path):
     assert len(cost["executors"]) == 2, cost  # 6 tasks, 2 single-core executors
     assert 0 < cost["fit_seconds"]["median"] <= cost["fit_seconds"]["p95"]
     assert {(r["ticker"], r["model"]) for r in backtest["table"]} == {
-        (t, m) for t in ("GROWTH", "INDUSTRIAL") for m in ("book", "walk", *bt.NAIVE_MODELS)}
+        (t, m) for t in ("GROWTH", "INDUSTRIAL") for m in ("book", "walk-regime", *bt.NAIVE_MODELS)}
     for row in backtest["table"]:
         quarters = row["quarters"]
         assert quarters["windows"] == 3 and row["years"] == {"windows": 0}
@@ -268,7 +268,8 @@ def test_tiny_backtest_over_two_executors(tmp_path):
             assert 0 <= quarters["coverage_50"] <= quarters["coverage_80"] <= quarters["coverage_95"] <= 1
             assert quarters["width_50"] < quarters["width_80"] < quarters["width_95"]
     default = backtest["default_model"]
-    assert default["name"] in ("book", "walk") and default["why"] and set(default["candidates"]) == {"book", "walk"}
+    assert default["name"] in ("book", "walk-regime") and default["why"]
+    assert set(default["candidates"]) == {"book", "walk-regime"}
     # Drawn in the spark-submit process, so no figure to record here (the in-process tests check what
     # forecast plots draw): each file decodes to its figure's size, 100 dpi.
     from PIL import Image

@@ -24,7 +24,7 @@ import numpy as np
 from tfos_lib.gp.scoring import QUARTER_DAYS, YEAR_DAYS, Window, baseline_curve, price_mapping
 
 __all__ = [
-    "DAY_COLUMNS", "GP_MODELS", "LEARNED_MODELS", "LEVELS", "NAIVE_MODELS", "Predictive", "aggregate", "average_curve_forecast", "backtest_windows", "book_years",
+    "DAY_COLUMNS", "GP_MODELS", "HISTORY_YEARS", "LEARNED_MODELS", "LEVELS", "NAIVE_MODELS", "Predictive", "aggregate", "average_curve_forecast", "backtest_windows", "book_years",
     "evaluate", "forecast_days", "plan_batches", "last_value_forecast", "plot_calibration", "plot_over_time", "random_walk_forecast",
     "choose_default", "fit_costs", "paired_difference", "plot_forecasts", "run_batch", "summarize", "training_rows", "window_scores", "window_time", "write_predictions",
 ]
@@ -42,7 +42,9 @@ SLACK_DAYS = 5  # a window may miss this many of its trading days at the data's 
 #: yearly periodic + white; "ou": one long Matern 1/2 (Ornstein-Uhlenbeck, random-walk-like) + white;
 #: "student-t": "sum" with a Student-t likelihood (variational); "sum-price": "sum" on prices, not log prices;
 #: "walk": a Brownian motion pinned at the last day + a random drift + white (the random walk as a GP);
-#: "walk-fixed-drift": the drift as a learned mean instead; "walk-ou": that + a short Matern 1/2.
+#: "walk-fixed-drift": the drift as a learned mean instead; "walk-ou": that + a short Matern 1/2;
+#: "walk-regime": "walk-fixed-drift" with one volatility for the last half year and one before (volatility
+#: clusters), on 4 years of history (HISTORY_YEARS).
 LEARNED_MODELS = {
     "sum": ("sum", "gaussian", "log"),
     "periodic": ("periodic", "gaussian", "log"),
@@ -53,7 +55,10 @@ LEARNED_MODELS = {
     "walk": ("walk", "gaussian", "log"),
     "walk-ou": ("walk-ou", "gaussian", "log"),
     "walk-fixed-drift": ("walk-fixed-drift", "gaussian", "log"),
+    "walk-regime": ("walk-regime", "gaussian", "log"),
 }
+#: Models that train on more years than ``--lookback-years`` (chosen on the 2010-2013 quarters; see models.py).
+HISTORY_YEARS = {"walk-regime": 4}
 #: Every GP model: the book's kernel (the reference) and the learned ones.
 GP_MODELS = ("book", *LEARNED_MODELS)
 
@@ -343,7 +348,7 @@ def run_batch(rows, model: str, window_names: list[str], *, lookback_years: int,
     its ``reason``, never dropped. Returns one record per (window, model).
     """
     history = rows.sort_values(["year", "day"]).reset_index(drop=True)
-    lookback = lookback_years * YEAR_DAYS
+    lookback = max(lookback_years, HISTORY_YEARS.get(model, 0)) * YEAR_DAYS
     records = []
     for name in window_names:
         window = Window.parse(name)
