@@ -43,13 +43,19 @@ def report_settings(ctx, options: StreamingOptions):
     }
 
 
-def test_a_one_core_worker_uses_one_thread_and_no_collectives(spark, tmp_path, linear_regression):
+def test_workers_use_their_share_of_the_cores_and_one_worker_no_collectives(spark, tmp_path, linear_regression):
     make_frame, _ = linear_regression
+    assert spark.sparkContext.master == "local[2]"
+    pair = tfos_lib.run(report_settings, StreamingOptions(), num_workers=2, inputs={"train": make_frame(spark)},
+                        output_dir=str(tmp_path / "two"), spark=spark)
+    # Two workers on local[2]: spark.task.cpus=1 each, one thread in each of TensorFlow's pools and OpenMP's.
+    assert pair["threads"] == {"intra_op": 1, "inter_op": 1, "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
+    assert pair["strategy"] == "CollectiveAllReduceStrategy"  # MultiWorkerMirroredStrategy's class
     result = tfos_lib.run(report_settings, StreamingOptions(), num_workers=1, inputs={"train": make_frame(spark)},
-                          output_dir=str(tmp_path), spark=spark)
+                          output_dir=str(tmp_path / "one"), spark=spark)
     assert result["pid"] != os.getpid()  # a worker process of its own
-    # spark.task.cpus=1: one thread in each of TensorFlow's pools and OpenMP's.
-    assert result["threads"] == {"intra_op": 1, "inter_op": 1, "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
+    # A lone worker in local mode has the process's 2 cores to itself while it trains.
+    assert result["threads"] == {"intra_op": 2, "inter_op": 2, "OMP_NUM_THREADS": "2", "TF_NUM_INTRAOP_THREADS": "2"}
     # One worker: TensorFlow's default strategy, not a one-worker MultiWorkerMirroredStrategy.
     assert result["strategy"] == "_DefaultDistributionStrategy"
     assert (result["steps_per_execution"], result["shuffle_buffer"]) == (3, 7)  # from the job's config

@@ -148,12 +148,14 @@ def thread_settings(tf) -> dict[str, int | str | None]:
     }
 
 
-def task_env(num_cpus: int, gpus: tuple[str, ...] | None = None) -> dict[str, str]:
+def task_env(num_cpus: int, gpus: tuple[str, ...] | None = None, spark_task_cpus: int | None = None) -> dict[str, str]:
     """Environment of a child TensorFlow process given ``num_cpus`` cores and Spark's GPUs for its task.
 
     N tasks on one host must not each start one thread per core of the whole
     machine. Values the user exported win, except the GPU list Spark assigned
-    (see :func:`gpu_env`).
+    (see :func:`gpu_env`) and PySpark's own default: its workers get
+    ``OMP_NUM_THREADS=<spark_task_cpus>`` when the user set none, which gives way
+    when ``num_cpus`` differs (a lone worker in local mode).
     """
     intra, inter = _pool_sizes(num_cpus)
     threads = {
@@ -163,7 +165,10 @@ def task_env(num_cpus: int, gpus: tuple[str, ...] | None = None) -> dict[str, st
         "OPENBLAS_NUM_THREADS": str(intra),
         "MKL_NUM_THREADS": str(intra),
     }
-    env = {name: os.environ.get(name, value) for name, value in threads.items()}
+    exported = dict(os.environ)
+    if spark_task_cpus is not None and exported.get("OMP_NUM_THREADS") == str(spark_task_cpus):
+        del exported["OMP_NUM_THREADS"]  # PySpark's default, not the user's
+    env = {name: exported.get(name, value) for name, value in threads.items()}
     env.update(gpu_env(gpus))
     return env
 

@@ -67,6 +67,7 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
         monitor_address=monitor.address,
         attempt=attempt,
         warm_workers=warm_workers,
+        local_cpus=local_mode_cpus(spark.sparkContext, num_workers),
     )
     try:
         rows = collect_watched(spark, staged.mapInArrow(task, _RESULT_SCHEMA, barrier=True), monitor)
@@ -80,6 +81,19 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
 
     chief = [row for row in rows if row.rank == 0]
     return cloudpickle.loads(chief[0].value)
+
+
+def local_mode_cpus(sc, num_workers: int) -> int | None:
+    """In local mode, each worker's share of the driver's cores (at least ``spark.task.cpus``); else None.
+
+    ``local[N]`` is one process whose N cores the barrier stage's tasks have to
+    themselves while they train, so a lone worker on a laptop uses all of them, not
+    the one core Spark reserves per task. Executors elsewhere keep the task's CPUs.
+    """
+    if not sc.master.startswith("local") or sc.master.startswith("local-cluster"):
+        return None
+    task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
+    return max(task_cpus, sc.defaultParallelism // num_workers)
 
 
 def collect_watched(spark, df, monitor, poll_seconds: float = 0.5) -> list:
@@ -129,6 +143,7 @@ def _barrier_task(
     monitor_address: str,
     attempt: int,
     warm_workers: bool,
+    local_cpus: int | None,
 ):
     """The Spark task of worker ``rank``: spill the shard, meet the others, train in a child process."""
     import pyarrow as pa
@@ -141,8 +156,8 @@ def _barrier_task(
     context = BarrierTaskContext.get()
     rank = context.partitionId()
     gpus = task_gpus(context)  # tfos: each worker sees only its own GPUs
-    cpus = context.cpus()
-    env = task_env(cpus, gpus)
+    cpus = local_cpus or context.cpus()
+    env = task_env(cpus, gpus, spark_task_cpus=context.cpus())
     spare = None
     if warm_workers:
         spare = process.take_spare(env)
