@@ -69,11 +69,16 @@ class Config(job.TrainingConfig):
     model: str = job.option("conv", "the example's architecture", choices=speech.ARCHITECTURES)
     preprocess: str = job.option("mfcc", "features: the example's MFCC or log-mel", choices=speech.PREPROCESS)
     wanted_words: str = job.option(",".join(speech_words.COMMAND_WORDS), "comma-separated words to recognise")
-    epochs: int = job.option(18, "passes over the training clips")
+    epochs: int = job.option(24, "passes over the training clips (24 x 93 steps of 50 in the default run: ~15 min "
+                                 "on one core)")
     batch_size: int = job.option(50, "global batch size (the example's: 100; 50 gives twice the steps per epoch)")
     optimizer: str = job.option("adam", "adam, or sgd (the example's, which needs ~18,000 steps)",
                                 choices=("adam", "sgd"))
     learning_rate: float = job.option(0.002, "learning rate (the example's: 0.001 with SGD)", greater_than=0)
+    learning_rate_drop: float = job.option(0.1, "the learning rate is multiplied by this for the last quarter of the "
+                                                "steps, as the example's 0.001 then 0.0001 (1: constant; on the "
+                                                "synthesised data the drop adds ~3 points of validation accuracy)",
+                                           greater_than=0, max=1)
     dropout: float = job.option(0.25, "dropout rate while training (the example's: 0.5, for 18,000 steps)",
                                 min=0, less_than=1)
     normalize: bool = job.option(True, "standardise each coefficient over the clip first (not in the example: raw "
@@ -150,10 +155,15 @@ def load_data(spark, cfg: Config):
     return splits, noise, info
 
 
-def build_model(tf, cfg: Config):
+def build_model(tf, cfg: Config, total_steps: int = 0):
+    """The model, compiled; its learning rate drops by ``--learning-rate-drop`` after 3/4 of ``total_steps``."""
     model = speech.build_model(tf, cfg.model, len(cfg.labels), speech.num_frames(), cfg.dropout, cfg.normalize)
+    rate = cfg.learning_rate
+    if total_steps and cfg.learning_rate_drop != 1:  # the example's two stages: 15,000 + 3,000 steps
+        rate = tf.keras.optimizers.schedules.PiecewiseConstantDecay(
+            [total_steps * 3 // 4], [cfg.learning_rate, cfg.learning_rate * cfg.learning_rate_drop])
     optimizer = {"adam": tf.keras.optimizers.Adam, "sgd": tf.keras.optimizers.SGD}[cfg.optimizer]
-    model.compile(optimizer=optimizer(learning_rate=cfg.learning_rate), metrics=["accuracy"],
+    model.compile(optimizer=optimizer(learning_rate=rate), metrics=["accuracy"],
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
@@ -162,9 +172,10 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, noise: dict) -> dict:
     """Runs on every worker: augmented MFCC batches from its own clips, trained together; the chief evaluates."""
     tf = tfos_lib.import_tensorflow()
     tf.keras.utils.set_random_seed(cfg.seed)  # same initial weights on every worker
-    with ctx.strategy().scope():  # tfos: variables mirrored across workers
-        model = build_model(tf, cfg)
     shard = ctx.data("train")
+    steps = shard.steps_per_epoch(cfg.batch_size)
+    with ctx.strategy().scope():  # tfos: variables mirrored across workers
+        model = build_model(tf, cfg, steps * cfg.epochs)
     audio, labels = shard.column("audio").astype(np.float32), shard.column("label").astype(np.int32)
     augment = speech.augmenter(tf, noise, int(cfg.time_shift_ms * speech.SAMPLE_RATE / 1000),
                                cfg.background_frequency, cfg.background_volume)
@@ -197,7 +208,6 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, noise: dict) -> dict:
                 return {"accuracy": float(np.mean(probabilities(val_audio).argmax(axis=1) == val_labels))}
 
     callbacks = ctx.callbacks(cfg.batch_size, cfg.checkpoint_every_steps, held_out=held_out)  # tfos: resume + progress
-    steps = shard.steps_per_epoch(cfg.batch_size)
     history, seconds = ctx.fit(model, dataset, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks)
     if not ctx.is_chief:
         return {}

@@ -38,6 +38,13 @@ def test_features_augmentation_and_models_have_the_examples_shapes():
     for normalize in (False, True):  # the example's cnn-trad-fpool3 for 12 classes; the normalisation has no weights
         assert speech.build_model(tf, "conv", 12, normalize=normalize).count_params() == 926_860
     assert speech.build_model(tf, "low_latency_conv", 12).output_shape == (None, 12)
+    # The example's two learning-rate stages: the rate drops tenfold for the last quarter of the steps.
+    optimizer = speech_commands.build_model(tf, speech_commands.Config(), total_steps=100).optimizer
+    rates = []
+    for step in (0, 74, 75, 99):
+        optimizer.iterations.assign(step)
+        rates.append(float(optimizer.learning_rate))
+    np.testing.assert_allclose(rates, [0.002, 0.002, 0.0002, 0.0002], rtol=1e-6)
 
 
 def test_two_workers_train_on_synthesised_speech_and_the_savedmodel_scores_raw_audio(
