@@ -309,6 +309,7 @@ def test_a_redeclaration_with_its_own_bounds_replaces_the_inherited_ones():
         ("speech_commands", ["--validation-percentage", "60", "--testing-percentage", "40"],
          "--validation-percentage plus --testing-percentage must stay below 100"),
         ("speech_commands", ["--background-volume", "2"], "--background-volume must be between 0 and 1 (inclusive)"),
+        ("speech_commands", ["--learning-rate-drop", "0"], "--learning-rate-drop must be > 0 and <= 1; got 0."),
     ],
 )
 def test_jobs_refuse_bad_values_before_starting_spark(capsys, monkeypatch, job, argv, message):

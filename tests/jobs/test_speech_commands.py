@@ -38,6 +38,10 @@ def test_features_augmentation_and_models_have_the_examples_shapes():
     for normalize in (False, True):  # the example's cnn-trad-fpool3 for 12 classes; the normalisation has no weights
         assert speech.build_model(tf, "conv", 12, normalize=normalize).count_params() == 926_860
     assert speech.build_model(tf, "low_latency_conv", 12).output_shape == (None, 12)
+    # The example's two learning-rate stages: the rate drops tenfold for the last quarter of the steps.
+    schedule = speech_commands.build_model(tf, speech_commands.Config(), total_steps=100).optimizer.get_config()
+    assert schedule["learning_rate"]["config"]["boundaries"] == [75]
+    np.testing.assert_allclose(schedule["learning_rate"]["config"]["values"], [0.002, 0.0002], rtol=1e-6)
 
 
 def test_two_workers_train_on_synthesised_speech_and_the_savedmodel_scores_raw_audio(
@@ -59,6 +63,8 @@ def test_two_workers_train_on_synthesised_speech_and_the_savedmodel_scores_raw_a
     # (Agreement of the argmax is recorded too; a near-tie may flip it, so the probabilities are what is checked.)
     assert results["saved_model_vs_pipeline"]["max_abs_probability_difference"] < 1e-4
     assert results["tflite_vs_pipeline"]["max_abs_probability_difference"] < 1e-4
+    int8 = results["tflite_int8_vs_pipeline"]  # full-integer file, scored in the executors like the float one
+    assert int8["size_bytes"] < results["tflite_vs_pipeline"]["size_bytes"] / 3 and 0 <= int8["test_accuracy"] <= 1
     signature = saved_model.read_signature(str(out / "models" / "speech_commands"))
     assert signature["inputs"] == {"audio": {"dtype": "float32", "shape": [None, 16000]}}
     assert signature["outputs"]["probabilities"]["shape"] == [None, 12]
