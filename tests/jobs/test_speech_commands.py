@@ -63,8 +63,6 @@ def test_two_workers_train_on_synthesised_speech_and_the_savedmodel_scores_raw_a
     # (Agreement of the argmax is recorded too; a near-tie may flip it, so the probabilities are what is checked.)
     assert results["saved_model_vs_pipeline"]["max_abs_probability_difference"] < 1e-4
     assert results["tflite_vs_pipeline"]["max_abs_probability_difference"] < 1e-4
-    int8 = results["tflite_int8_vs_pipeline"]  # full-integer file, scored in the executors like the float one
-    assert int8["size_bytes"] < results["tflite_vs_pipeline"]["size_bytes"] / 3 and 0 <= int8["test_accuracy"] <= 1
     signature = saved_model.read_signature(str(out / "models" / "speech_commands"))
     assert signature["inputs"] == {"audio": {"dtype": "float32", "shape": [None, 16000]}}
     assert signature["outputs"]["probabilities"]["shape"] == [None, 12]
