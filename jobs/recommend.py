@@ -72,7 +72,7 @@ import tfos_lib
 from tfos_lib import job, report, storage
 from tfos_lib.datasets import retailrocket
 from tfos_lib.export.saved_model import export_saved_model
-from tfos_lib.recsys import als, models, prepare, ranking, retrieval, training
+from tfos_lib.recsys import als, ann, models, prepare, ranking, retrieval, training
 
 MODELS = ("mf", "nn", "retrieval")
 MODEL_NAMES = {"mf": "book MF", "nn": "book network", "retrieval": "retrieval (TF, in-batch softmax)",
@@ -153,6 +153,11 @@ class Config(job.TrainingConfig):
     recommend_visitors: int = job.option(
         0, "--recommend-all for a seeded sample of this many visitors; 0: every visitor", min=0
     )
+    top_k_index: str = job.option(
+        "exact", "--recommend-all's search: exact (blocked products over all items), faiss (an exact FAISS index) or "
+        "faiss-ivf (approximate; its recall of the exact top-k is measured on the evaluated visitors)",
+        choices=ann.INDEXES)
+    ivf_nprobe: int = job.option(16, "clusters a faiss-ivf search scans (of about 4 sqrt(items))", min=1)
     als_iterations: int = job.option(10, "ALS iterations", min=1)
     als_regularization: float = job.option(0.1, "ALS regParam", min=0)
     als_alpha: float = job.option(10.0, "ALS implicit confidence alpha", min=0)
@@ -167,6 +172,9 @@ class Config(job.TrainingConfig):
             raise ValueError(f"--models takes a comma-separated subset of {list(MODELS)}; got {self.models!r}.")
         if self.recommend_all in MODELS and self.recommend_all not in self.model_list:
             raise ValueError(f"--recommend-all {self.recommend_all} needs that model in --models (got {self.models!r}).")
+        if self.top_k_index != "exact" and self.recommend_all not in ("mf", "retrieval", "als"):
+            raise ValueError(f"--top-k-index {self.top_k_index} indexes dot-product models (mf, retrieval, als); "
+                             f"got --recommend-all {self.recommend_all}: use --top-k-index exact.")
         for name in ("als_ranks", "als_regularizations", "als_alphas"):
             try:
                 values = self.als_grid[name]
@@ -424,14 +432,25 @@ def recommend_everyone(spark, cfg: Config, data: dict, scorers: dict, vectors: d
         visitors = visitors.orderBy(F.xxhash64(F.lit(cfg.seed + 1), "visitor")).limit(cfg.recommend_visitors)
     model = cfg.recommend_all
     started = time.perf_counter()
+    index = None
+    if cfg.top_k_index != "exact":
+        index = ann.ItemIndex.build(scorers[model], cfg.top_k_index, cfg.ivf_nprobe, seed=cfg.seed)
+    index_seconds = time.perf_counter() - started
     ranking.recommend_for(visitors, data["seen"], vectors[model], scorers[model], cfg.top_k,
-                          cfg.recommend_visitors or data["num_visitors"]).write.mode("overwrite").parquet(out)
+                          cfg.recommend_visitors or data["num_visitors"], index).write.mode("overwrite").parquet(out)
     seconds = time.perf_counter() - started
     written = spark.read.parquet(out)
     count = written.select("visitor").distinct().count()
-    return {"model": model, "path": out, "rows": written.count(), "visitors": count,
-            "sample": cfg.recommend_visitors or None, "seconds": round(seconds, 2),
-            "visitors_per_second": round(count / seconds, 1), "items": data["num_items"]}
+    result = {"model": model, "path": out, "rows": written.count(), "visitors": count,
+              "sample": cfg.recommend_visitors or None, "seconds": round(seconds, 2),
+              "visitors_per_second": round(count / seconds, 1), "items": data["num_items"],
+              "index": cfg.top_k_index, "index_build_seconds": round(index_seconds, 2)}
+    if index is not None:
+        result |= {"ivf_lists": index.lists, "ivf_nprobe": index.nprobe} if index.kind == "faiss-ivf" else {}
+        # Recall of the exact top-k (the evaluated visitors' lists, exact products) in the index's lists.
+        exact = spark.read.parquet(storage.join(cfg.output_dir, "recommendations", "evaluated", model))
+        result["recall_of_exact_top_k"] = ann.recall(written, exact)
+    return result
 
 
 def beats_by_stderrs(ranked: dict, model: str, baseline: str) -> float | None:
