@@ -58,7 +58,9 @@ phase timings and driver peak memory), comparison.png, training_curves.png,
 models/<mf|nn|retrieval>/<version>/ (SavedModels of the ranking models, TF Serving layout;
 retrieval's takes ``history`` and ``item``), recommendations/evaluated/<model>/
 (Parquet top-k of the evaluated visitors, every model) and
-recommendations/all_visitors/ (Parquet top-k of every visitor, ``--recommend-all``).
+recommendations/all_visitors/ (Parquet top-k of every visitor, ``--recommend-all``; by blocked
+products over all items, or ``--top-k-index faiss-ivf``: a FAISS IVF index built on the driver and
+searched in the tasks, whose recall of the exact top-k is measured on the evaluated visitors).
 """
 
 from __future__ import annotations
