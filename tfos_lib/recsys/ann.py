@@ -101,15 +101,16 @@ def search_block(index, items: np.ndarray, scorer, vectors: np.ndarray, seen: li
     values[r, position[r, c]] = scores[r, c]
     # Rows short of k (more seen items than searched, or an IVF probe with too few items): exact scoring.
     short = np.flatnonzero(keep.sum(1) < np.minimum(k, len(items) - counts))
-    if len(short):
-        from tfos_lib.recsys.ranking import top_k_rows
-
+    if len(short):  # few rows: a full sort (ties: lower item first), not ranking.top_k_rows (no import cycle)
         exact = scorer.scores(vectors[short])
         for j, row in enumerate(short):
             if counts[row]:
                 exact[j, np.asarray(seen[row], np.int64)] = -np.inf
-        exact_columns, exact_values = top_k_rows(exact, k)
-        columns[short], values[short] = exact_columns[:, :k], exact_values[:, :k]
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        best = np.take_along_axis(exact, order, axis=1)
+        width = order.shape[1]
+        columns[short, :width] = np.where(np.isfinite(best), order, -1)
+        values[short, :width] = best
     return columns, values
 
 
