@@ -58,7 +58,9 @@ phase timings and driver peak memory), comparison.png, training_curves.png,
 models/<mf|nn|retrieval>/<version>/ (SavedModels of the ranking models, TF Serving layout;
 retrieval's takes ``history`` and ``item``), recommendations/evaluated/<model>/
 (Parquet top-k of the evaluated visitors, every model) and
-recommendations/all_visitors/ (Parquet top-k of every visitor, ``--recommend-all``).
+recommendations/all_visitors/ (Parquet top-k of every visitor, ``--recommend-all``; by blocked
+products over all items, or ``--top-k-index faiss-ivf``: a FAISS IVF index built on the driver and
+searched in the tasks, whose recall of the exact top-k is measured on the evaluated visitors).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ import tfos_lib
 from tfos_lib import job, report, storage
 from tfos_lib.datasets import retailrocket
 from tfos_lib.export.saved_model import export_saved_model
-from tfos_lib.recsys import als, models, prepare, ranking, retrieval, training
+from tfos_lib.recsys import ann, evaluation, models, prepare, ranking, retrieval, training
 
 MODELS = ("mf", "nn", "retrieval")
 MODEL_NAMES = {"mf": "book MF", "nn": "book network", "retrieval": "retrieval (TF, in-batch softmax)",
@@ -153,6 +155,11 @@ class Config(job.TrainingConfig):
     recommend_visitors: int = job.option(
         0, "--recommend-all for a seeded sample of this many visitors; 0: every visitor", min=0
     )
+    top_k_index: str = job.option(
+        "exact", "--recommend-all's search: exact (blocked products over all items), faiss (an exact FAISS index) or "
+        "faiss-ivf (approximate; its recall of the exact top-k is measured on the evaluated visitors)",
+        choices=ann.INDEXES)
+    ivf_nprobe: int = job.option(16, "clusters a faiss-ivf search scans (of about 4 sqrt(items))", min=1)
     als_iterations: int = job.option(10, "ALS iterations", min=1)
     als_regularization: float = job.option(0.1, "ALS regParam", min=0)
     als_alpha: float = job.option(10.0, "ALS implicit confidence alpha", min=0)
@@ -167,6 +174,9 @@ class Config(job.TrainingConfig):
             raise ValueError(f"--models takes a comma-separated subset of {list(MODELS)}; got {self.models!r}.")
         if self.recommend_all in MODELS and self.recommend_all not in self.model_list:
             raise ValueError(f"--recommend-all {self.recommend_all} needs that model in --models (got {self.models!r}).")
+        if self.top_k_index != "exact" and self.recommend_all not in ("mf", "retrieval", "als"):
+            raise ValueError(f"--top-k-index {self.top_k_index} indexes dot-product models (mf, retrieval, als); "
+                             f"got --recommend-all {self.recommend_all}: use --top-k-index exact.")
         for name in ("als_ranks", "als_regularizations", "als_alphas"):
             try:
                 values = self.als_grid[name]
@@ -349,100 +359,6 @@ def train_fn(ctx: tfos_lib.WorkerContext, cfg: Config, plan: TrainPlan) -> dict:
     return result
 
 
-# ---------------------------------------------------------------------------------------------
-# Evaluation (driver): ALS tuned on the validation split; scoring, top-k and metrics are tfos_lib.recsys's.
-
-
-def item_counts(rank_train, num_items: int) -> np.ndarray:
-    """Training positives per item (driver; one small collect)."""
-    counts = np.zeros(num_items, np.int64)
-    known = rank_train.groupBy("item").count().toPandas()
-    counts[known["item"].to_numpy()] = known["count"].to_numpy()
-    return counts
-
-
-def train_als(data: dict, validation: dict, inner_counts: np.ndarray, cfg: Config, log) -> tuple:
-    """Spark's implicit ALS: the grid searched on the validation split (``--tune-als``), the best refit on training."""
-    import time
-
-    given = als.AlsParams(cfg.factors, cfg.als_regularization, cfg.als_alpha)
-    best, trials = given, []
-    if cfg.tune_als:
-        grid = cfg.als_grid
-        offset = np.where(inner_counts > 0, 0.0, -np.inf).astype(np.float32)
-        best, trials = als.tune(validation["rank_train"], validation, offset,
-                                {"rank": grid["als_ranks"], "reg": grid["als_regularizations"],
-                                 "alpha": grid["als_alphas"]}, given, cfg.als_iterations, cfg.top_k, cfg.seed, log)
-    started = time.perf_counter()
-    model = als.fit(data["rank_train"], best, cfg.als_iterations, cfg.seed)
-    model.itemFactors.count()
-    return model, {"chosen": best.__dict__, "tuned": cfg.tune_als, "trials": trials,
-                   "train_seconds": time.perf_counter() - started}
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation (driver plans, Spark scores).
-
-
-def evaluate(spark, cfg: Config, data: dict, scorers: dict, vectors: dict, num_visitors: int, log) -> dict:
-    """Every model's top-k for the evaluated visitors, written as Parquet, scored against their held-out items.
-
-    Besides the metrics: ``coverage``, the share of candidate items in anyone's list, and
-    ``scoring_seconds``, the time to compute, write and score the lists."""
-    import time
-
-    ranked = {}
-    candidates = int(np.isfinite(scorers["popularity"].item_offset).sum())
-    for name in (*cfg.model_list, "als", "popularity"):
-        started = time.perf_counter()
-        out = storage.join(cfg.output_dir, "recommendations", "evaluated", name)
-        recs = ranking.recommend_for(data["eval_visitors"], data["seen"], vectors[name], scorers[name], cfg.top_k,
-                                     num_visitors)
-        recs.write.mode("overwrite").parquet(out)
-        written = spark.read.parquet(out)
-        ranked[name] = ranking.ranking_metrics(written, data["held_out"], cfg.top_k)
-        ranked[name]["coverage"] = written.select("item").distinct().count() / max(1, candidates)
-        ranked[name]["scoring_seconds"] = round(time.perf_counter() - started, 2)
-        log.info("%-10s precision@%d %.4f recall@%d %.4f ndcg@%d %.4f hit rate %.4f", name, cfg.top_k,
-                 ranked[name]["precision"], cfg.top_k, ranked[name]["recall"], cfg.top_k,
-                 ranked[name]["ndcg"], ranked[name]["hit_rate"])
-    return ranked
-
-
-def recommend_everyone(spark, cfg: Config, data: dict, scorers: dict, vectors: dict) -> dict:
-    """``--recommend-all``'s model's top-k for every visitor (or a seeded sample), as Parquet, timed.
-
-    Blocked products in Spark tasks (:func:`tfos_lib.recsys.ranking.top_n`): the item
-    side travels once per task, visitors are scored a block at a time."""
-    import time
-
-    from pyspark.sql import functions as F
-
-    out = storage.join(cfg.output_dir, "recommendations", "all_visitors")
-    visitors = data["rank_train"].select("visitor").distinct()
-    if cfg.recommend_visitors:
-        visitors = visitors.orderBy(F.xxhash64(F.lit(cfg.seed + 1), "visitor")).limit(cfg.recommend_visitors)
-    model = cfg.recommend_all
-    started = time.perf_counter()
-    ranking.recommend_for(visitors, data["seen"], vectors[model], scorers[model], cfg.top_k,
-                          cfg.recommend_visitors or data["num_visitors"]).write.mode("overwrite").parquet(out)
-    seconds = time.perf_counter() - started
-    written = spark.read.parquet(out)
-    count = written.select("visitor").distinct().count()
-    return {"model": model, "path": out, "rows": written.count(), "visitors": count,
-            "sample": cfg.recommend_visitors or None, "seconds": round(seconds, 2),
-            "visitors_per_second": round(count / seconds, 1), "items": data["num_items"]}
-
-
-def beats_by_stderrs(ranked: dict, model: str, baseline: str) -> float | None:
-    """(NDCG of ``model`` - NDCG of ``baseline``) / the standard error of that difference (same visitors: conservative)."""
-    if model not in ranked or baseline not in ranked:
-        return None
-    a, b = ranked[model], ranked[baseline]
-    error = ((a["ndcg_stderr"] or 0.0) ** 2 + (b["ndcg_stderr"] or 0.0) ** 2) ** 0.5
-    return round((a["ndcg"] - b["ndcg"]) / error, 2) if error else None
-
-
 def main(argv=None) -> dict:
     cfg = job.parse_config(Config, argv, description=__doc__.split("\n\n")[0])
     log = job.setup_logging()
@@ -463,8 +379,8 @@ def main(argv=None) -> dict:
         baselines = constant_baselines(data["book_train"], data["book_test"])
         # The validation split of the training period: each visitor's latest training items.
         validation = prepare.split_pairs(data["train_pairs"], cfg.holdout_fraction, cfg.validation_visitors, cfg.seed + 1)
-        inner_counts = item_counts(validation["rank_train"], data["num_items"])
-        train_counts = item_counts(data["rank_train"], data["num_items"])
+        inner_counts = evaluation.item_counts(validation["rank_train"], data["num_items"])
+        train_counts = evaluation.item_counts(data["rank_train"], data["num_items"])
         summary["validation_visitors"] = validation["eval_visitors"].count()
     log.info("%s: %s events, %s visitors, %s items; %s training interactions, %s held-out visitors (%s evaluated)",
              source, f"{summary['events']:,}", f"{summary['visitors']:,}", f"{summary['items']:,}",
@@ -483,7 +399,7 @@ def main(argv=None) -> dict:
         log.info("training %s with %d %s worker(s)", ", ".join(cfg.model_list), cfg.num_workers, cfg.backend)
         trained = job.launch(train_fn, cfg, inputs, spark, extra_args=(plan,))
     with timer.phase("train_als", log):
-        als_model, als_info = train_als(data, validation, inner_counts, cfg, log)
+        als_model, als_info = evaluation.train_als(data, validation, inner_counts, cfg, log)
 
     with timer.phase("evaluate", log):
         factors_files = {kind: storage.join(cfg.output_dir, info["factors_file"])
@@ -491,11 +407,11 @@ def main(argv=None) -> dict:
         histories = prepare.visitor_histories(data["train_pairs"], cfg.history_length, data["num_items"])
         scorers, vectors = ranking.build_scorers(spark, data["num_items"], data["rank_train"], factors_files, als_model,
                                                  histories)
-        ranked = evaluate(spark, cfg, data, scorers, vectors, summary["evaluated_visitors"], log)
+        ranked = evaluation.evaluate(spark, cfg, data, scorers, vectors, summary["evaluated_visitors"], log)
     all_visitors = None
     if cfg.recommend_all != "none":
         with timer.phase("recommend_all", log):
-            all_visitors = recommend_everyone(spark, cfg, data, scorers, vectors)
+            all_visitors = evaluation.recommend_everyone(spark, cfg, data, scorers, vectors)
 
     book_mse = {}
     if cfg.book_setup:
@@ -528,7 +444,7 @@ def main(argv=None) -> dict:
                 "als": round(als_info["train_seconds"] + sum(t["seconds"] for t in als_info["trials"]), 2),
                 "popularity": 0.0,
             },
-            "retrieval_beats_als_by_stderrs": beats_by_stderrs(ranked, "retrieval", "als"),
+            "retrieval_beats_als_by_stderrs": evaluation.beats_by_stderrs(ranked, "retrieval", "als"),
             "embedding_gradient_type": trained.get("embedding_gradient_type"),
             "worker_peak_rss_mb": trained["worker_peak_rss_mb"],
             "recommendations_all_visitors": all_visitors,

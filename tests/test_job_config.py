@@ -279,6 +279,7 @@ def test_a_redeclaration_with_its_own_bounds_replaces_the_inherited_ones():
         ("recommend", ["--ranking-learning-rate", "nan"], "--ranking-learning-rate must be a finite number"),
         ("recommend", ["--als-ranks", "0,8"], "--als-ranks takes comma-separated numbers >= 0 (ranks >= 1)"),
         ("recommend", ["--history-length", "0"], "--history-length must be >= 1; got 0."),
+        ("recommend", ["--ivf-nprobe", "0"], "--ivf-nprobe must be >= 1; got 0."),
         ("sentiment", ["--stall-timeout", "nan"], "--stall-timeout must be a finite number; got nan."),
         ("sentiment", ["--output-dir", ""], "--output-dir must not be empty"),
         ("mnist", ["--batch-size", "100", "--num-workers", "3"], "use --batch-size 99 or 102"),

@@ -226,7 +226,8 @@ def test_job_end_to_end_on_small_generated_data_with_bad_rows(spark, tmp_path, c
     out = tmp_path / "out"
     metrics = job.main(["--backend", "local", "--events-csv", str(data), "--output-dir", str(out), "--epochs", "1",
                         "--batch-size", "256", "--eval-visitors", "0", "--als-iterations", "3", "--retrieval-epochs", "2",
-                        "--als-ranks", "8,16", "--als-regularizations", "0.1", "--als-alphas", "10"])
+                        "--als-ranks", "8,16", "--als-regularizations", "0.1", "--als-alphas", "10",
+                        "--top-k-index", "faiss-ivf", "--ivf-nprobe", "2"])
     saved = json.loads((out / "metrics.json").read_text())
     check_metrics_envelope(saved, "recommend", training=True)
     results = saved["results"]
@@ -265,12 +266,17 @@ def test_job_end_to_end_on_small_generated_data_with_bad_rows(spark, tmp_path, c
     assert every.columns == ["visitor", "rank", "item", "score"]
     assert every.select("visitor").distinct().count() == saved["data"]["visitors"] == metrics["data"]["visitors"]
     assert every.groupBy("visitor").count().agg({"count": "max"}).first()[0] == 10
+    everyone = results["recommendations_all_visitors"]  # FAISS IVF lists, checked against the exact evaluated ones
+    assert everyone["index"] == "faiss-ivf" and everyone["ivf_nprobe"] == 2 and everyone["ivf_lists"] > 2
+    assert everyone["recall_of_exact_top_k"]["visitors"] == evaluated
+    assert 0.2 < everyone["recall_of_exact_top_k"]["recall"] <= 1
     assert (out / "models" / "mf" / "1" / "saved_model.pb").exists()
     assert (out / "models" / "retrieval" / "1" / "saved_model.pb").exists()
 
 
 def test_bad_options_are_refused(capsys):
-    for argv in (["--models", "svd"], ["--holdout-fraction", "1.5"], ["--recommend-all", "nn", "--models", "mf"]):
+    for argv in (["--models", "svd"], ["--holdout-fraction", "1.5"], ["--recommend-all", "nn", "--models", "mf"],
+                 ["--recommend-all", "popularity", "--top-k-index", "faiss"]):
         with pytest.raises(SystemExit) as caught:
             job.main(argv)
         assert caught.value.code == 2

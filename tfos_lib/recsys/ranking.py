@@ -172,7 +172,7 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return top_columns, top_values
 
 
-def top_n(visitors, scorer: Scorer, k: int, visitor: str = "visitor", item: str = "item"):
+def top_n(visitors, scorer: Scorer, k: int, visitor: str = "visitor", item: str = "item", index=None):
     """Each visitor's best ``k`` candidate items, computed in Spark tasks (nothing is collected).
 
     Args:
@@ -181,13 +181,15 @@ def top_n(visitors, scorer: Scorer, k: int, visitor: str = "visitor", item: str 
             (its training items).
         scorer: the model (its item side travels to the tasks with the function).
         k: list length.
+        index: an :class:`tfos_lib.recsys.ann.ItemIndex` of ``scorer`` to search instead
+            of scoring every item (loaded once per task), or None.
 
     Returns:
         A DataFrame ``(visitor int, rank int, item int, score float)``, rank 1 = best.
     """
     import pandas as pd
 
-    block = scorer.block_size()
+    block = 4096 if index is not None else scorer.block_size()
 
     def recommend_constant(batches):
         # Everyone's scores are the same: walk the global order, skipping each visitor's seen items.
@@ -207,6 +209,9 @@ def top_n(visitors, scorer: Scorer, k: int, visitor: str = "visitor", item: str 
                                 item: np.asarray(out_item, np.int32), "score": np.asarray(out_score, np.float32)})
 
     def recommend(batches):
+        from tfos_lib.recsys import ann
+
+        loaded = None if index is None else index.load()
         for frame in batches:
             for start in range(0, len(frame), block):
                 part = frame.iloc[start : start + block]
@@ -214,11 +219,15 @@ def top_n(visitors, scorer: Scorer, k: int, visitor: str = "visitor", item: str 
                     vectors = np.zeros((len(part), 1), np.float32)
                 else:
                     vectors = np.stack(part["vector"].to_numpy()).astype(np.float32)
-                scores = scorer.scores(vectors)
-                for row, seen in enumerate(part["seen"].to_numpy()):
-                    if seen is not None and len(seen):
-                        scores[row, np.asarray(seen, dtype=np.int64)] = -np.inf
-                columns, values = top_k_rows(scores, k)
+                if loaded is not None:
+                    columns, values = ann.search_block(loaded, index.items, scorer, vectors,
+                                                       list(part["seen"].to_numpy()), k)
+                else:
+                    scores = scorer.scores(vectors)
+                    for row, seen in enumerate(part["seen"].to_numpy()):
+                        if seen is not None and len(seen):
+                            scores[row, np.asarray(seen, dtype=np.int64)] = -np.inf
+                    columns, values = top_k_rows(scores, k)
                 keep = columns >= 0
                 ranks = np.broadcast_to(np.arange(1, columns.shape[1] + 1), columns.shape)
                 yield pd.DataFrame(
@@ -317,7 +326,7 @@ def build_scorers(spark, num_items: int, rank_train, trained: dict[str, str], al
     return scorers, vectors
 
 
-def recommend_for(visitors, seen, vectors, scorer: Scorer, k: int, num_visitors: int):
+def recommend_for(visitors, seen, vectors, scorer: Scorer, k: int, num_visitors: int, index=None):
     """Top-k for ``visitors`` (a DataFrame with ``visitor``), their training items excluded (Spark).
 
     Args:
@@ -328,6 +337,7 @@ def recommend_for(visitors, seen, vectors, scorer: Scorer, k: int, num_visitors:
         scorer: the model.
         k: list length.
         num_visitors: about how many visitors ``visitors`` holds (sizes the tasks).
+        index: an :class:`tfos_lib.recsys.ann.ItemIndex` for :func:`top_n`, or None (exact products).
 
     Returns:
         :func:`top_n`'s ``(visitor, rank, item, score)`` DataFrame.
@@ -342,7 +352,7 @@ def recommend_for(visitors, seen, vectors, scorer: Scorer, k: int, num_visitors:
     # Scoring is the heavy part: spread it over enough tasks (about 20,000 visitors each, at least one per core).
     spark = visitors.sparkSession
     partitions = max(spark.sparkContext.defaultParallelism, -(-num_visitors // 20_000))
-    return top_n(frame.select("visitor", "vector", "seen").repartition(partitions, "visitor"), scorer, k)
+    return top_n(frame.select("visitor", "vector", "seen").repartition(partitions, "visitor"), scorer, k, index=index)
 
 
 # ---------------------------------------------------------------------------------------------
