@@ -204,3 +204,22 @@ def test_a_script_is_not_a_notebook(monkeypatch):
     assert not in_notebook()  # pytest, like spark-submit, is no Jupyter kernel (warm workers stay off)
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
     assert in_notebook()
+
+
+def test_local_mode_shares_the_drivers_cores_among_workers():
+    from tfos_lib.backends.barrier import local_mode_cpus
+
+    class Context:  # what local_mode_cpus reads of a SparkContext
+        def __init__(self, master, task_cpus="1"):
+            self.master, self.conf = master, {"spark.task.cpus": task_cpus}
+            self.defaultParallelism = 200  # spark.default.parallelism is no core count
+
+        def getConf(self):
+            return self.conf
+
+    cores = os.cpu_count()
+    assert [local_mode_cpus(Context(m), 1) for m in ("local", "local[3]", "local[*]", "local[4,2]")] == [1, 3, cores, 4]
+    assert local_mode_cpus(Context("local[4]"), 2) == 2 and local_mode_cpus(Context("local[4]"), 3) == 1
+    assert local_mode_cpus(Context("local[4]", task_cpus="2"), 4) == 2  # never below spark.task.cpus
+    for master in ("local-cluster[2,1,1024]", "spark://host:7077", "yarn", "k8s://https://api:443"):
+        assert local_mode_cpus(Context(master), 1) is None  # executors keep their task's CPUs

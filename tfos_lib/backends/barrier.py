@@ -90,10 +90,12 @@ def local_mode_cpus(sc, num_workers: int) -> int | None:
     themselves while they train, so a lone worker on a laptop uses all of them, not
     the one core Spark reserves per task. Executors elsewhere keep the task's CPUs.
     """
-    if not sc.master.startswith("local") or sc.master.startswith("local-cluster"):
+    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", sc.master.strip())
+    if local is None:  # local-cluster, standalone, YARN, Kubernetes: executors have their own cores
         return None
+    cores = 1 if local.group(1) is None else (os.cpu_count() or 1) if local.group(1) == "*" else int(local.group(1))
     task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
-    return max(task_cpus, sc.defaultParallelism // num_workers)
+    return max(task_cpus, cores // num_workers)
 
 
 def collect_watched(spark, df, monitor, poll_seconds: float = 0.5) -> list:
