@@ -111,19 +111,24 @@ def test_input_problems_are_named(spark, tmp_path):
         inference.predict_udf(str(tmp_path), input_sizes=[2], batch_size=0)
 
 
-def test_rows_the_model_cannot_take_stop_with_their_column_named(spark, tmp_path):
-    from pyspark.sql import functions as F
-
+def _save_row_sum(path: str, width: int) -> str:
+    """A plain SavedModel at ``path``: input ``x`` (``width`` floats per row), output ``total``, their sum."""
     tf = tfos_lib.import_tensorflow()
 
     class Total(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        @tf.function(input_signature=[tf.TensorSpec([None, width], tf.float32, name="x")])
         def serve(self, x):
             return {"total": tf.reduce_sum(x, axis=1)}
 
     module = Total()
-    tf.saved_model.save(module, str(tmp_path / "saved"), signatures={"serving_default": module.serve})
-    model = str(tmp_path / "saved")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
+
+
+def test_rows_the_model_cannot_take_stop_with_their_column_named(spark, tmp_path):
+    from pyspark.sql import functions as F
+
+    model = _save_row_sum(str(tmp_path / "saved"), width=2)
     ragged = spark.createDataFrame([([1.0, 2.0],), ([1.0, 2.0, 3.0],)], "x array<float>").coalesce(1)
     with pytest.raises(Exception, match=r"column 'x' holds arrays of 2 to 3 values; the first row had 2"):
         inference.predict(ragged, model, ["x"]).collect()
@@ -144,15 +149,7 @@ def test_missing_model_names_the_path(spark, tmp_path):
 
 
 def test_the_model_is_loaded_once_per_python_worker_not_per_task_or_batch(spark, tmp_path, monkeypatch):
-    tf = tfos_lib.import_tensorflow()
-
-    class Total(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
-        def serve(self, x):
-            return {"total": tf.reduce_sum(x, axis=1)}
-
-    module = Total()
-    tf.saved_model.save(module, str(tmp_path / "saved"), signatures={"serving_default": module.serve})
+    _save_row_sum(str(tmp_path / "saved"), width=3)
     loads = tmp_path / "loads"
     make_predict_fn = inference.make_predict_fn
 
