@@ -60,6 +60,28 @@ def test_barrier_two_workers_train_together(spark, tmp_path, linear_regression):
         assert not np.array_equal(first["x"], second["x"])  # the disjointness of shards: test_feed.py
 
 
+def checksum(ctx, array):
+    return {"rank": ctx.rank, "shape": array.shape, "sum": float(array.sum(dtype=np.float64))}
+
+
+def test_barrier_ships_large_arguments_as_a_broadcast_not_inside_the_task(spark, tmp_path, monkeypatch):
+    import cloudpickle
+
+    task_sizes = []
+    frame_class = type(spark.range(1))
+    map_in_arrow = frame_class.mapInArrow
+
+    def measured(self, fn, *args, **kwargs):
+        task_sizes.append(len(cloudpickle.dumps(fn)))
+        return map_in_arrow(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(frame_class, "mapInArrow", measured)
+    array = np.random.default_rng(0).standard_normal(6_000_000).astype(np.float32)  # 24 MB
+    result = tfos_lib.run(checksum, array, num_workers=1, output_dir=str(tmp_path), spark=spark)
+    assert result == {"rank": 0, "shape": array.shape, "sum": float(array.sum(dtype=np.float64))}
+    assert task_sizes and max(task_sizes) < 1 << 20  # Spark warns about tasks above 1 MiB
+
+
 def test_barrier_worker_failure_reaches_driver_with_traceback(spark, tmp_path):
     with pytest.raises(tfos_lib.WorkerError) as caught:
         tfos_lib.run(fail_on_rank_one, num_workers=2, output_dir=str(tmp_path), spark=spark)

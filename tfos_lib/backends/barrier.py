@@ -58,9 +58,13 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
                 "input %r: %d rows -> %d workers x %d rows; %d left-over rows not used this run",
                 plan.name, plan.total_rows, num_workers, plan.rows_per_worker, plan.dropped_rows,
             )
+    # The call goes as a broadcast, not inside the task: a job's arguments (noise recordings, vocabularies)
+    # can weigh tens of MB, and a task that large is fragile (Spark warns above 1 MiB; one such task was
+    # lost between driver and executor in a speech-commands run).
+    shipped = spark.sparkContext.broadcast(payload)
     task = functools.partial(
         _barrier_task,
-        payload=payload,
+        payload=shipped,
         plans=plans,
         num_workers=num_workers,
         output_dir=output_dir,
@@ -75,6 +79,7 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
         feed.release_kept_staging()  # a retry stages afresh rather than mixing cached and recomputed shards
         raise
     finally:
+        shipped.destroy()  # the stage is over: its tasks have read it
         for df in persisted:
             df.unpersist()
     import cloudpickle
@@ -138,7 +143,7 @@ def collect_watched(spark, df, monitor, poll_seconds: float = 0.5) -> list:
 def _barrier_task(
     batches,
     *,
-    payload: bytes,
+    payload,
     plans: dict[str, InputPlan],
     num_workers: int,
     output_dir: str,
@@ -147,7 +152,10 @@ def _barrier_task(
     warm_workers: bool,
     local_cpus: int | None,
 ):
-    """The Spark task of worker ``rank``: spill the shard, meet the others, train in a child process."""
+    """The Spark task of worker ``rank``: spill the shard, meet the others, train in a child process.
+
+    ``payload`` is the broadcast of the pickled ``(train_fn, args)``.
+    """
     import pyarrow as pa
     from pyspark import BarrierTaskContext
 
@@ -195,7 +203,7 @@ def _barrier_task(
                 name: (plan, os.path.join(workdir, f"{name}.arrow") if counts[name] else None)
                 for name, plan in plans.items()
             },
-            payload=payload,
+            payload=payload.value,
             monitor_address=monitor_address,
             attempt=attempt,
             gpus=gpus,
