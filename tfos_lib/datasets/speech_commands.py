@@ -196,6 +196,35 @@ def mix_noise(audio: np.ndarray, noise: dict[str, np.ndarray], volume, seed: int
     return np.clip(out, -1.0, 1.0)
 
 
+def _silence_clips(spark, split: str, size: int, shared_noise, seed: tuple[int, int]):
+    """``size`` ``_silence_`` rows of ``split``, built in the executors (16,000 floats each: too big to ship).
+
+    Training silence is zeros; other splits get noise at volume U(0, 1), seeded per row
+    so a clip does not depend on how the rows are partitioned.
+    """
+    import pyarrow as pa
+
+    def build(batches):
+        noise = shared_noise.value
+        for batch in batches:
+            ids = batch.column(0).to_numpy()
+            audio = np.zeros((len(ids), CLIP_SAMPLES), np.float32)
+            if split != "training" and noise:
+                for row, i in enumerate(ids):
+                    row_seed = [*seed, int(i)]
+                    volume = np.random.default_rng(row_seed).uniform(0, 1)
+                    audio[row] = mix_noise(audio[row : row + 1], noise, volume, seed=row_seed)[0]
+            yield pa.RecordBatch.from_pydict({
+                "key": pa.array([f"{SILENCE_LABEL}/{split}-{i}" for i in ids]),
+                "split": pa.array([split] * len(ids)),
+                "label": pa.array(np.zeros(len(ids), np.int32)),
+                "audio": pa.ListArray.from_arrays(np.arange(len(ids) + 1, dtype=np.int32) * CLIP_SAMPLES,
+                                                  pa.array(audio.ravel())),
+            })
+
+    return spark.range(size).mapInArrow(build, "key string, split string, label int, audio array<float>")
+
+
 def label_rows(df, wanted_words, silence_percentage: float = 10.0, unknown_percentage: float = 10.0,
                noise: dict[str, np.ndarray] | None = None, seed: int = 0):
     """The example's ``prepare_data_index`` on good rows of :func:`read_speech_commands`, per split.
@@ -221,19 +250,16 @@ def label_rows(df, wanted_words, silence_percentage: float = 10.0, unknown_perce
                .withColumn("_r", F.row_number().over(Window.partitionBy("split").orderBy(F.rand(seed), "key"))))
     keep = F.create_map(*[x for s, n in counts.items() for x in (F.lit(s), F.lit(math.ceil(n * unknown_percentage / 100)))])
     unknown = unknown.where(F.col("_r") <= F.coalesce(keep[F.col("split")], F.lit(0))).drop("_r")
-    silence_rows = []
+    spark = df.sparkSession
+    shared_noise = spark.sparkContext.broadcast(noise or {})  # read by the executors that build the clips
+    silence = None
     for number, (split, n) in enumerate(sorted(counts.items())):
-        size = math.ceil(n * silence_percentage / 100)
-        audio = np.zeros((size, CLIP_SAMPLES), np.float32)
-        if split != "training" and noise:
-            volumes = np.random.default_rng([seed, number]).uniform(0, 1, size)
-            audio = mix_noise(audio, noise, volumes, seed=seed + 1000 * number)
-        silence_rows += [(f"{SILENCE_LABEL}/{split}-{i}", split, 0, a.tolist()) for i, a in enumerate(audio)]
-    schema = "key string, split string, label int, audio array<float>"
-    silence = df.sparkSession.createDataFrame(silence_rows, schema)
+        clips = _silence_clips(spark, split, math.ceil(n * silence_percentage / 100), shared_noise, (seed, number))
+        silence = clips if silence is None else silence.unionByName(clips)
     rows = (wanted.select("key", "split", index[F.col("word")].alias("label"), "audio")
-            .unionByName(unknown.select("key", "split", F.lit(1).alias("label"), "audio"))
-            .unionByName(silence))
+            .unionByName(unknown.select("key", "split", F.lit(1).alias("label"), "audio")))
+    if silence is not None:
+        rows = rows.unionByName(silence)
     summary: dict[str, dict[str, int]] = {}
     for r in rows.groupBy("split", "label").count().collect():
         summary.setdefault(r.split, {})[names[r.label]] = r["count"]
