@@ -32,15 +32,31 @@ def measure(script: str, kind: str, **params) -> dict:
     A failed measurement is ``{"error": "exit N: <last lines of its stderr>"}``, so the
     other measurements still run and print.
     """
+    return measure_together(script, kind, 1, **params)[0]
+
+
+def measure_together(script: str, kind: str, copies: int, **params) -> list[dict]:
+    """:func:`measure` in ``copies`` processes started at once: what the machine gives each when they compete.
+
+    Independent processes share nothing but the hardware, so their summed rate is
+    the most N workers on this machine could reach (the ceiling for N-worker scaling).
+    """
     command = [sys.executable, script, "--one", json.dumps({"kind": kind, **params})]
-    run = subprocess.run(command, capture_output=True, text=True)
-    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-    if run.returncode or not lines:
+    running = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(copies)]
+    return [_result(process) for process in running]
+
+
+def _result(process: subprocess.Popen) -> dict:
+    stdout, stderr = process.communicate()
+    returncode = process.returncode
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    if returncode or not lines:
         # The Python error, not the JVM's stack frames that Spark logs while it shuts down.
-        lines = [line for line in run.stderr.splitlines() if not line.lstrip().startswith("at ")]
+        lines = [line for line in stderr.splitlines() if not line.lstrip().startswith("at ")]
         start = max((i for i, line in enumerate(lines) if line.startswith("Traceback")), default=len(lines) - 15)
         tail = "\n".join(lines[start:][:40])
-        return {"error": f"exit {run.returncode}: {tail}"}
+        return {"error": f"exit {returncode}: {tail}"}
     return json.loads(lines[-1][len("RESULT ") :])
 
 

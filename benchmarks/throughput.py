@@ -3,7 +3,9 @@
 Compares, on the same synthetic MNIST-shaped data (uint8 images scaled to [0, 1],
 10 classes) and the same models:
 
-* plain single-process tf-keras, limited to 1 thread and with all threads;
+* plain single-process tf-keras, limited to 1 thread and with all threads, and two
+  1-thread processes at once (their summed rate is what this machine's cores give
+  two independent workers: the ceiling for the 2-vs-1-worker ratios);
 * tfos_lib with 1 and 2 workers on ``local-cluster[N,1,2048]`` (one core per
   worker), for each backend (barrier, tfos);
 * the same with 20 training steps per TensorFlow call (``--steps-per-execution``);
@@ -89,7 +91,7 @@ def steady_rate(rates: list[float]) -> float:
 # One measurement per process (each needs its own TensorFlow threads or SparkContext).
 
 
-def run_plain(model_name: str, rows: int, epochs: int, threads: int | None) -> dict:
+def run_plain(model_name: str, rows: int, epochs: int, threads: int | None, start_at: float = 0) -> dict:
     tf = tfos_lib.import_tensorflow()
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -99,6 +101,7 @@ def run_plain(model_name: str, rows: int, epochs: int, threads: int | None) -> d
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(rows).batch(batch, drop_remainder=True).prefetch(2)
     model = harness.build_model(model_name)
     timer = epoch_timer(tf, batch, {})
+    time.sleep(max(0.0, start_at - time.time()))  # processes measured together start training together
     model.fit(ds, epochs=epochs, callbacks=[timer], verbose=0)
     return {"examples_per_second": steady_rate(timer.rates)}
 
@@ -175,6 +178,7 @@ def main() -> None:
         plan += [
             (f"{model_name} plain 1 thread", "plain", {**common, "threads": 1}),
             (f"{model_name} plain all threads", "plain", {**common, "threads": None}),
+            (f"{model_name} plain 1 thread x2 at once", "plain x2", {**common, "threads": 1}),
             (f"{model_name} barrier 1 worker", "launcher", {**common, "workers": 1, "backend": "barrier"}),
             (f"{model_name} barrier 2 workers", "launcher", {**common, "workers": 2, "backend": "barrier"}),
         ]
@@ -204,7 +208,13 @@ def main() -> None:
     for label, kind, params in plan:
         if kind == "launcher":  # the "submit" that the first step's time is measured from
             params = {**params, "process_start": time.time()}
-        result = harness.measure(__file__, kind, **params)
+        if kind == "plain x2":  # two independent processes: the machine's own ceiling for 2 workers
+            each = harness.measure_together(__file__, "plain", 2, **params, start_at=time.time() + 30)
+            errors = [r["error"] for r in each if "error" in r]
+            result = {"error": errors[0]} if errors else {
+                "examples_per_second": sum(r["examples_per_second"] for r in each)}
+        else:
+            result = harness.measure(__file__, kind, **params)
         figures[label] = result
         print(f"{label:36s} {describe(result)}", flush=True)
 
@@ -235,6 +245,10 @@ def main() -> None:
         "cnn_barrier_1w_vs_plain_1thread": ratio("cnn barrier 1 worker", "cnn plain 1 thread"),
         "cnn_barrier_2w_vs_1w": ratio("cnn barrier 2 workers", "cnn barrier 1 worker"),
         "cnn_barrier_2w_vs_plain_all_threads": ratio("cnn barrier 2 workers", "cnn plain all threads"),
+        # What two cores give two independent 1-thread processes: the ceiling for the 2-vs-1 ratios above.
+        "cnn_machine_2_processes_vs_1": ratio("cnn plain 1 thread x2 at once", "cnn plain 1 thread"),
+        "cnn_barrier_2w_vs_machine_2_processes": ratio("cnn barrier 2 workers", "cnn plain 1 thread x2 at once"),
+        "mlp_machine_2_processes_vs_1": ratio("mlp plain 1 thread x2 at once", "mlp plain 1 thread"),
         "cnn_float16_all_reduce_2w_vs_1w": ratio("cnn barrier 2 workers, float16 all-reduce", "cnn barrier 1 worker"),
     }
     print("\nstart-up of the chief, seconds after run() (barrier, 2 workers):")
