@@ -514,6 +514,20 @@ def test_streamed_shuffle_covers_every_row_each_epoch_in_a_new_order(tmp_path):
     assert epochs[0] != epochs[1] != epochs[2] and epochs[0] != list(range(120))
 
 
+def test_in_memory_shuffle_covers_every_row_each_epoch_in_a_new_order_seeded(tmp_path):
+    shard = _spilled_shard(tmp_path, rows=110, rows_per_chunk=30)
+    options = dict(global_batch_size=11, shuffle_buffer=0, seed=5)
+    epochs = _epochs(shard.dataset(["id", "x"], "label", **options), 10, 3)
+    for ids in epochs:
+        assert sorted(ids) == list(range(110))  # every row exactly once per epoch
+    assert epochs[0] != epochs[1] != epochs[2] and epochs[0] != list(range(110))
+    assert _epochs(shard.dataset(["id", "x"], "label", **options), 10, 3) == epochs  # the seed decides the order
+    assert _epochs(shard.dataset(["id", "x"], "label", **{**options, "seed": 6}), 10, 1)[0] != epochs[0]
+    # Batches run across the epoch boundary when the shard is not a multiple of the batch.
+    crossing = _epochs(shard.dataset(["id", "x"], "label", global_batch_size=12, shuffle_buffer=0), 10, 1)[0]
+    assert len(crossing) == 120 and sorted(crossing[:110]) == list(range(110))
+
+
 def test_streaming_reads_the_file_a_chunk_at_a_time(tmp_path):
     """Memory stays bounded: the first batch needs only the chunks that fill the shuffle buffer, not the file."""
     shard = _spilled_shard(tmp_path, rows=4000, rows_per_chunk=100)  # 40 chunks, larger than the buffer
