@@ -19,11 +19,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(description: str) -> argparse.Namespace:
-    """``--quick`` (small sizes, a smoke run) and the hidden ``--one`` of a child measurement."""
+    """``--quick`` (small sizes, a smoke run), ``--only`` (a subset of rows) and the hidden ``--one`` of a child."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    parser.add_argument("--only", metavar="TEXT", action="append",
+                        help="measure only the rows whose label contains TEXT (repeatable; ratios need both rows)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     return parser.parse_args()
+
+
+def selected(plan: list, only: list[str] | None) -> list:
+    """The rows of ``plan`` (label first) whose label contains one of ``only``; all rows without it."""
+    return [row for row in plan if not only or any(text in row[0] for text in only)]
 
 
 def measure(script: str, kind: str, **params) -> dict:

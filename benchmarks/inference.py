@@ -148,16 +148,16 @@ def main() -> None:
             ("dataframe 1 executor litert int8", "dataframe",
              {"executors": 1, "model_path": model_path + "_int8.tflite"}),
         ]
-        for label, kind, params in plan:
+        for label, kind, params in harness.selected([(f"{model_name} {row[0]}", *row[1:]) for row in plan], args.only):
             result = harness.measure(__file__, kind, **{"model_path": model_path, "rows": rows, **params})
-            figures[f"{model_name} {label}"] = result
+            figures[label] = result
             if "error" in result:
                 line = f"FAILED {result['error']}"
             else:
                 line = f"{result['rows_per_second']:10,.0f} rows/s"
                 if "cold_seconds" in result:
                     line += f"   cold (workers start, model loads): {result['cold_rows_per_second']:8,.0f} rows/s"
-            print(f"{model_name:7s} {label:24s} {line}", flush=True)
+            print(f"{label:32s} {line}", flush=True)
 
     def rate(label):
         return figures.get(label, {}).get("rows_per_second")

@@ -205,7 +205,7 @@ def main() -> None:
             ]
     machine = harness.machine()
     print(f"machine: {machine['cores']} cores, load average {machine['load_average']} at start", flush=True)
-    for label, kind, params in plan:
+    for label, kind, params in harness.selected(plan, args.only):
         if kind == "launcher":  # the "submit" that the first step's time is measured from
             params = {**params, "process_start": time.time()}
         if kind == "plain x2":  # two independent processes: the machine's own ceiling for 2 workers
