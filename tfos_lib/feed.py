@@ -393,8 +393,8 @@ class ShardData:
                 shuffled whole every epoch (batches are gathered by row number); the
                 shard must fit in memory two to three times. N > 0: the rows stream from
                 the spilled file one Arrow record batch at a time (in a new order every
-                epoch), shuffled within windows of
-                at least N rows, so memory stays bounded however large the shard is.
+                epoch), shuffled within windows of at least N rows, so memory stays
+                bounded however large the shard is.
                 Either way an epoch covers every row of the shard once. None (default):
                 :attr:`shuffle_buffer`, the job's ``--shuffle-buffer``.
         """
