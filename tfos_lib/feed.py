@@ -434,7 +434,7 @@ class ShardData:
         input-bound model's throughput.
         """
         tensors = [tf.convert_to_tensor(self.column(c)) for c in columns]
-        rows = int(tensors[0].shape[0]) if tensors else 0
+        rows = int(tensors[0].shape[0])  # columns always holds at least the features
         passes = tf.data.Dataset.counter() if repeat and rows else tf.data.Dataset.range(1)
 
         def row_numbers(n_pass):
