@@ -194,10 +194,14 @@ def ci_parameters(name: str) -> str:
     return "\n".join(c["text"] for c in cells_of((SOURCES / f"{name}.py").read_text()) if c["kind"] == "ci")
 
 
-def execute(notebook: dict, injected: str, timeout: int = 900) -> dict:
+def execute(notebook: dict, injected: str, timeout: int = 900, kernel=None) -> dict:
     """Runs ``notebook`` top to bottom in a kernel started at the repository root, ``injected`` after its parameters.
 
-    Returns the executed notebook (outputs kept); raises nbclient's ``CellExecutionError`` on any error.
+    ``kernel``: a running ``jupyter_client`` kernel manager to run it in instead of a new kernel (the tests run
+    every notebook in one, as a Databricks cluster's notebooks share one Spark application). Its namespace is
+    cleared first (``%reset -f``), so a notebook cannot lean on names an earlier one defined; imported modules,
+    the Spark session and warm workers stay. Returns the executed notebook (outputs kept); raises nbclient's
+    ``CellExecutionError`` on any error.
     """
     import nbformat
     from nbclient import NotebookClient
@@ -207,9 +211,13 @@ def execute(notebook: dict, injected: str, timeout: int = 900) -> dict:
     cells.insert(at, {"cell_type": "code", "id": "injected-parameters", "execution_count": None, "outputs": [],
                       "source": injected,
                       "metadata": {"tags": ["injected-parameters"]}})
+    if kernel is not None:
+        cells.insert(0, {"cell_type": "code", "id": "injected-reset", "execution_count": None, "outputs": [],
+                         "source": "%reset -f", "metadata": {"tags": ["injected-reset"]}})
     nb = nbformat.reads(json.dumps(notebook | {"cells": cells}), as_version=4)  # sources as strings
     started = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", km=kernel,
+                   resources={"metadata": {"path": str(REPO)}}).execute()
     nb.metadata["tfos_lib"] = {"executed_seconds": round(time.perf_counter() - started, 1),
                                "executed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return nb

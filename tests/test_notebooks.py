@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -78,11 +79,31 @@ class _FakeWidgets:
         return self.values[name]
 
 
+@pytest.fixture(scope="module")
+def kernel():
+    """One Jupyter kernel, at the repository root, for every notebook (``build.execute`` clears its names first).
+
+    Its Spark session uses 4 shuffle partitions, as the tests' own session does: Spark's default 200 tasks per
+    shuffle cost tiny data minutes (the recommend notebook: 118 s against 54 s).
+    """
+    from jupyter_client import KernelManager
+
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(cwd=str(REPO), env={**os.environ, "PYSPARK_SUBMIT_ARGS": SPARK_SUBMIT_ARGS})
+    yield manager
+    manager.shutdown_kernel(now=True)
+
+
+SPARK_SUBMIT_ARGS = "--conf spark.sql.shuffle.partitions=4 pyspark-shell"
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_notebook_executes_on_tiny_data(name, tmp_path):
-    """Top to bottom in a fresh kernel at the repository root, the source's [ci] values injected."""
+def test_notebook_executes_on_tiny_data(name, tmp_path, kernel):
+    """Top to bottom with the source's [ci] values injected, in the kernel the notebooks share."""
+    if not kernel.is_alive():  # an earlier notebook killed it: this one still gets a kernel of its own
+        kernel.restart_kernel(now=True)
     injected = build.ci_parameters(name) + f"\noutput_dir = {str(tmp_path / 'out')!r}"
-    executed = build.execute(_ipynb(name), injected, timeout=600)
+    executed = build.execute(_ipynb(name), injected, timeout=600, kernel=kernel)
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     images = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]

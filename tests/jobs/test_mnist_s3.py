@@ -61,13 +61,14 @@ def test_two_workers_write_to_s3_resume_after_kill_and_load_the_model_from_there
     assert refused.returncode == 1, text
     assert "--model: checkpoint 'logreg', this run 'cnn'" in text and "removing the stale lock" in text
 
-    # 3. The original command again: resumes from the checkpoint on S3 and finishes there.
-    resumed = _job([*args, "--epochs", "400"], s3_env)
+    # 3. The original command, shortened (epochs may change on resume): resumes from the checkpoint on S3 and
+    # finishes there, with epochs left to train after those the killed run saved.
+    resumed = _job([*args, "--epochs", "30"], s3_env)
     text = resumed.communicate(timeout=420)[0]
     assert resumed.returncode == 0, text[-3000:]
     metrics = report.read_metrics(out)
     results = metrics["results"]
-    assert results["resumed_from_epoch"] >= 1, results["resumed_from_epoch"]
+    assert 1 <= results["resumed_from_epoch"] < 30, results["resumed_from_epoch"]
     # The DataFrame inference in the executors loaded the model from S3 and agrees with the chief's figure.
     assert results["dataframe_test_accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-6)
     files = storage.list_files(out)
