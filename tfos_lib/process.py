@@ -59,8 +59,8 @@ class ChildProcess:
 
     Starting early lets the child import TensorFlow (several seconds) while the
     parent still prepares the call (a Spark task receiving its shard and meeting
-    the other workers). Use as a context manager: leaving it kills the child if it
-    still runs.
+    the other workers). Use as a context manager: leaving it ends the child
+    (:meth:`close`).
 
     Args:
         workdir: an existing directory for the call's files; the child's working directory.
@@ -117,7 +117,7 @@ class ChildProcess:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.kill()
+        self.close()
 
     def _pump(self) -> None:
         for raw in self.process.stdout:
@@ -142,8 +142,15 @@ class ChildProcess:
                 died without a result (its exit status and last output), or the timeout passed.
         """
         _write_atomically(self.call_path, pickle_with_code((fn, tuple(args)), fn))
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            returncode = self.process.wait(timeout=timeout)
+            # The outcome file, not the exit, ends the wait: a process that imported TensorFlow takes most of a
+            # second to shut its interpreter down (measured: 0.75 s on a fast host), and it finishes that on
+            # its own (see close).
+            while self.process.poll() is None and not os.path.exists(self.result_path):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(self.process.args, timeout)
+                time.sleep(0.02)
         except subprocess.TimeoutExpired:
             self.kill()
             self._reader.join(timeout=10)
@@ -157,7 +164,9 @@ class ChildProcess:
             # TensorFlow process down with it rather than leave it in a collective.
             self.kill()
             raise
-        self._reader.join(timeout=10)
+        returncode = self.process.poll()
+        if returncode is not None:
+            self._reader.join(timeout=10)
         outcome = _read_outcome(self.result_path)
         if outcome is None:
             how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
@@ -166,8 +175,31 @@ class ChildProcess:
                 returncode=returncode,
             )
         if not outcome["ok"]:
+            if returncode is None:  # a failure is no hurry: its exit status and last output go with it
+                try:
+                    returncode = self.process.wait(timeout=30)
+                    self._reader.join(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
             raise ProcessFailed(outcome["traceback"], returncode=returncode)
         return outcome["value"]
+
+    def close(self, grace: float = 60.0) -> None:
+        """Ends the child: one that delivered its outcome gets ``grace`` seconds to finish exiting (its exit
+        handlers flush what it wrote) before it is killed, in a background thread; any other is killed now."""
+        if self.process.poll() is not None:
+            return
+        if not os.path.exists(self.result_path):
+            self.kill()
+            return
+
+        def reap():
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+        threading.Thread(target=reap, name="tfos-child-exit", daemon=True).start()
 
     def kill(self) -> None:
         """Ends the child if it still runs."""

@@ -223,7 +223,7 @@ def _barrier_task(
             {"rank": pa.array([rank], pa.int64()), "value": pa.array([chief_value], pa.binary())}
         )
     finally:
-        child.kill()
+        child.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
