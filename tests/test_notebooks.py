@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -65,6 +64,17 @@ def test_the_builder_turns_parameters_into_typed_widgets():
     assert '%pip install --quiet "..[gp]"' in text
 
 
+def test_the_local_profile_reads_as_spark_properties(tmp_path):
+    from tfos_lib import notebook
+
+    (tmp_path / "local.conf").write_text("# a comment\n\nspark.master   local[*]\nspark.sql.shuffle.partitions=8\n"
+                                         "spark.driver.extraJavaOptions  -Da=b -Dc=d\n")
+    assert notebook.read_profile(str(tmp_path / "local.conf")) == {
+        "spark.master": "local[*]", "spark.sql.shuffle.partitions": "8", "spark.driver.extraJavaOptions": "-Da=b -Dc=d"}
+    assert notebook.read_profile(str(tmp_path / "absent.conf")) == {}
+    assert notebook.read_profile(str(REPO / "conf" / "local.conf"))["spark.sql.shuffle.partitions"] == "8"
+
+
 class _FakeWidgets:
     def __init__(self, values):
         self.widgets, self.values = self, values
@@ -81,20 +91,13 @@ class _FakeWidgets:
 
 @pytest.fixture(scope="module")
 def kernel():
-    """One Jupyter kernel, at the repository root, for every notebook (``build.execute`` clears its names first).
-
-    Its Spark session uses 4 shuffle partitions, as the tests' own session does: Spark's default 200 tasks per
-    shuffle cost tiny data minutes (the recommend notebook: 118 s against 54 s).
-    """
+    """One Jupyter kernel, at the repository root, for every notebook (``build.execute`` clears its names first)."""
     from jupyter_client import KernelManager
 
     manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(cwd=str(REPO), env={**os.environ, "PYSPARK_SUBMIT_ARGS": SPARK_SUBMIT_ARGS})
+    manager.start_kernel(cwd=str(REPO))
     yield manager
     manager.shutdown_kernel(now=True)
-
-
-SPARK_SUBMIT_ARGS = "--conf spark.sql.shuffle.partitions=4 pyspark-shell"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -9,6 +9,7 @@ results shown inline (the book's figures beside ours, the plots).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
@@ -35,15 +36,40 @@ def use_repository_root() -> str:
     )
 
 
-def spark_session(master: str = "local[2]"):
-    """The active Spark session (Databricks, ``pyspark`` shell), else a new one on ``master``."""
+def spark_session(master: str = "local[2]", profile: str = os.path.join("conf", "local.conf")):
+    """The active Spark session (Databricks, ``pyspark`` shell), else a new one on ``master``.
+
+    A new session takes its settings from ``profile``, the ``./spark-submit.sh`` profile of local runs
+    (relative to the working directory, the repository root after :func:`use_repository_root`), so a
+    notebook preprocesses as the job does: Spark's default of 200 shuffle partitions made the
+    recommend notebook's tiny data take 118 s against 47 s with the profile's 8.
+    """
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    return (SparkSession.builder.master(master).appName("tfos_lib notebook")
-            .config("spark.executorEnv.TF_USE_LEGACY_KERAS", "1").getOrCreate())
+    builder = SparkSession.builder.appName("tfos_lib notebook")
+    for key, value in read_profile(profile).items():
+        builder = builder.config(key, value)
+    return builder.master(master).config("spark.executorEnv.TF_USE_LEGACY_KERAS", "1").getOrCreate()
+
+
+def read_profile(path: str) -> dict[str, str]:
+    """A Spark properties file's ``key value`` (or ``key=value``) lines; ``#`` comments and blank lines skipped.
+
+    {} if the file is absent (a notebook outside a clone of this repository).
+    """
+    if not os.path.exists(path):
+        return {}
+    settings = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                key, value = re.split(r"\s*[=\s]\s*", line, maxsplit=1)
+                settings[key] = value
+    return settings
 
 
 def argv(**options: Any) -> list[str]:
