@@ -67,6 +67,31 @@ def test_the_childs_traceback_reaches_the_caller(tmp_path):
     assert "raise_value_error" in caught.value.detail and caught.value.returncode == 1
 
 
+def slow_to_exit(marker: str) -> int:
+    """Returns at once; its process's exit handler then takes 2 s and writes ``marker``."""
+    import atexit
+    import time
+
+    def flush_at_exit():
+        time.sleep(2)
+        with open(marker, "w") as f:
+            f.write("flushed")
+
+    atexit.register(flush_at_exit)
+    return 7
+
+
+def test_the_value_returns_when_written_and_the_child_still_runs_its_exit_handlers(tmp_path):
+    marker = tmp_path / "exit-handler-ran"
+    child = process.ChildProcess(str(tmp_path), stream=io.StringIO())
+    with child:
+        assert child.run(slow_to_exit, (str(marker),)) == 7
+        assert child.process.poll() is None and not marker.exists()  # returned before the child's exit
+    # Leaving the context did not kill it: its exit handler finishes what it had to write.
+    assert child.process.wait(timeout=120) == 0
+    assert marker.read_text() == "flushed"
+
+
 def add_in_tensorflow(a, b):
     import tfos_lib
 
