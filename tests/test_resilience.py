@@ -41,6 +41,10 @@ def train_with_fault(ctx, fault: str, at_epoch: int, on_rank: int, every_steps: 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
             if fault == "kill" and self._armed(epoch):
+                # Workers do not wait for each other's checkpoint saves: die once the chief's save of the epoch
+                # before is complete, or on a slow host the kill can take the chief down mid-save (the run then
+                # rightly resumes an epoch earlier than this fault means to test).
+                _wait_for_chief_checkpoint(tf, ctx.checkpoint_dir, saves=epoch)
                 os.kill(os.getpid(), signal.SIGKILL)
 
         def on_train_batch_end(self, batch, logs=None):
@@ -68,6 +72,16 @@ def train_with_fault(ctx, fault: str, at_epoch: int, on_rank: int, every_steps: 
     )
     return {"resumed_from_epoch": ctx.resumed_from_epoch, "attempt": ctx.attempt, "w": float(model.get_weights()[0][0, 0]),
             "steps_per_epoch": steps, "batches_run": fault_callback.batches_run}
+
+
+def _wait_for_chief_checkpoint(tf, checkpoint_dir: str, saves: int, seconds: float = 120) -> None:
+    """Until the chief's latest checkpoint (``BackupAndRestore``'s, one per epoch) is its ``saves``-th."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        state = tf.train.get_checkpoint_state(os.path.join(checkpoint_dir, "chief"))
+        if state is not None and state.model_checkpoint_path.endswith(f"ckpt-{saves}"):
+            return
+        time.sleep(0.05)
 
 
 def _run(spark, tmp_path, *args, **kwargs):
