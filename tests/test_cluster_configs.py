@@ -8,6 +8,8 @@ import subprocess
 
 import pytest
 
+from tfos_lib.notebook import read_profile
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONF = os.path.join(REPO, "conf")
 EC2_ENV = {"EC2_KEY_NAME": "test-key", "EC2_IDENTITY_FILE": "/keys/test.pem", "EC2_REGION": "us-west-2",
@@ -15,13 +17,7 @@ EC2_ENV = {"EC2_KEY_NAME": "test-key", "EC2_IDENTITY_FILE": "/keys/test.pem", "E
 
 
 def _properties(name: str) -> dict[str, str]:
-    pairs = {}
-    for line in open(os.path.join(CONF, f"{name}.conf")):
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition(" ")
-            pairs[key] = value.strip()
-    return pairs
+    return read_profile(os.path.join(CONF, f"{name}.conf"))
 
 
 @pytest.mark.parametrize("name", ["local", "local-cluster", "standalone", "yarn", "k8s", "ec2", "gpu", "security"])
