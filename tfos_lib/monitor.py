@@ -17,6 +17,13 @@ workers is escaped before it is logged (one event, one log line). Events:
   the driver logs as one line;
 * ``{"kind": "idle", "rank": r}`` when ``fit`` ends (no stall watch outside ``fit``).
 
+One request has a reply: the rendezvous. Each barrier task sends
+``{"kind": "meet", "address": "host:port"}`` (its TensorFlow server's address) and
+reads back ``{"kind": "met", "addresses": [...]}``, every worker's address by rank,
+once all ``num_workers`` of the attempt have sent theirs (:meth:`Reporter.meet`).
+Spark's own ``BarrierTaskContext.allGather`` does the same but polls in 1-second
+sleeps, a second lost on every launch.
+
 The driver checks the deadlines in :class:`Timeouts`: every worker must report
 ``started`` within ``rendezvous`` seconds of the stage's start, and a worker in
 ``fit`` must heartbeat within ``stall`` seconds. When one is missed, the launcher
@@ -44,7 +51,7 @@ log = logging.getLogger("tfos_lib")
 PORT_SETTING = "spark.tfos.monitor.port"
 #: Longest event line (bytes) the monitor reads; a longer one closes that connection.
 MAX_LINE = 64 * 1024
-KINDS = frozenset({"started", "heartbeat", "idle", "done", "epoch", "message", "phase"})
+KINDS = frozenset({"started", "heartbeat", "idle", "done", "epoch", "message", "phase", "meet"})
 
 
 #: Driver-side callables ``fn(event)`` called with every chief ``epoch`` event (e.g. tfos_lib.tracking's MLflow run).
@@ -117,6 +124,13 @@ class Monitor:
         self._first_step_logged = False
         self._attempt = 0
         self._connections = 0
+        # The rendezvous: addresses of this round by rank; a full round is answered and the next one starts
+        # empty (a stage Spark retries within one attempt meets again).
+        self._meeting: dict[int, str] = {}
+        self._met_round = 0
+        self._met_addresses: list[str] = []
+        self._met = threading.Condition(self._lock)
+        self._closed = False
         self.refused: list[str] = []  # why connections or events were dropped (for logs and tests)
         monitor = self
 
@@ -128,7 +142,7 @@ class Monitor:
                         return
                     monitor._connections += 1
                 try:
-                    monitor._serve(self.rfile, self.client_address[0])
+                    monitor._serve(self.rfile, self.client_address[0], self.wfile)
                 finally:
                     with monitor._lock:
                         monitor._connections -= 1
@@ -147,7 +161,7 @@ class Monitor:
         self.refused.append(why)
         log.warning("progress monitor: dropped %s", escape(why))
 
-    def _serve(self, rfile, peer: str) -> None:
+    def _serve(self, rfile, peer: str, wfile=None) -> None:
         """One worker's connection: the hello with the secret, then events of that rank and attempt."""
         hello = _read_event(rfile)
         if not isinstance(hello, dict) or hello.get("kind") != "hello" or not hmac.compare_digest(
@@ -172,6 +186,13 @@ class Monitor:
                 continue
             if attempt != self._attempt:
                 return  # a relaunch started: this connection belongs to a past attempt
+            if event["kind"] == "meet":
+                addresses = self._meet(rank, attempt, str(event.get("address")))
+                if addresses is None:
+                    return  # a relaunch or the end of the run: the task is being cancelled
+                wfile.write((json.dumps({"kind": "met", "addresses": addresses}) + "\n").encode())
+                wfile.flush()
+                continue
             self._receive(event | {"rank": rank})
 
     def __enter__(self) -> "Monitor":
@@ -179,6 +200,9 @@ class Monitor:
         return self
 
     def __exit__(self, *exc) -> None:
+        with self._met:
+            self._closed = True
+            self._met.notify_all()
         self._server.shutdown()
         self._server.server_close()
 
@@ -196,6 +220,25 @@ class Monitor:
             self._stage_started = time.monotonic()
             self._chief_done_at = None
             self._first_step_logged = False
+            self._meeting.clear()
+            self._met.notify_all()  # tasks of the previous attempt still waiting to meet give up
+
+    def _meet(self, rank: int, attempt: int, address: str) -> list[str] | None:
+        """Blocks until every rank of ``attempt`` has sent its address; None if the attempt or the run ends first."""
+        with self._met:
+            self._meeting[rank] = address  # a task Spark restarted replaces its predecessor's address
+            joined = self._met_round
+            if len(self._meeting) == self.num_workers:
+                self._met_addresses = [self._meeting[r] for r in range(self.num_workers)]
+                self._meeting = {}
+                self._met_round += 1
+                self._met.notify_all()
+                if self._stage_started is not None:
+                    log.debug("all %d workers met %.2f s after launch", self.num_workers,
+                              time.monotonic() - self._stage_started)
+            while self._met_round == joined and self._attempt == attempt and not self._closed:
+                self._met.wait(5.0)
+            return list(self._met_addresses) if self._met_round != joined else None
 
     def _receive(self, event: dict) -> None:
         rank = int(event.get("rank", -1))
@@ -357,6 +400,29 @@ class Reporter:
                     "executors can reach."
                 ) from None
             self._send({"kind": "hello", "secret": secret, "rank": rank, "attempt": attempt})
+
+    def meet(self, address: str) -> list[str]:
+        """Sends this worker's ``host:port``; returns every worker's by rank once all have sent theirs.
+
+        Waits as long as the driver does (its :attr:`Timeouts.rendezvous` cancels
+        the stage when a worker never comes).
+
+        Raises:
+            MonitorUnreachable: without a monitor, or the driver closed the connection
+                first (the run was cancelled or relaunched).
+        """
+        if self._sock is None:
+            raise MonitorUnreachable("the rendezvous needs the driver's progress monitor; this worker has none.")
+        self._sock.settimeout(None)
+        self._sock.sendall((json.dumps({"kind": "meet", "rank": self.rank, "address": address}) + "\n").encode())
+        with self._sock.makefile("rb") as replies:
+            reply = _read_event(replies)
+        if not isinstance(reply, dict) or reply.get("kind") != "met":
+            raise MonitorUnreachable(
+                f"worker {self.rank}: the driver's progress monitor closed the rendezvous before every worker had "
+                "met (the run was cancelled or relaunched)."
+            )
+        return [str(a) for a in reply["addresses"]]
 
     def send(self, kind: str, **fields) -> None:
         self._send({"kind": kind, "rank": self.rank, **fields})

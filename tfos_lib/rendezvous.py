@@ -1,7 +1,7 @@
 """How N workers find each other: pure functions, no Spark and no TensorFlow.
 
-The barrier backend gathers one ``host:port`` per task with
-``BarrierTaskContext.allGather`` and turns the list into each worker's
+The barrier backend gathers one ``host:port`` per task through the driver's
+monitor (:meth:`tfos_lib.monitor.Reporter.meet`) and turns the list into each worker's
 ``TF_CONFIG`` with :func:`make_tf_config`.
 """
 

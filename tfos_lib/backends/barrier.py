@@ -2,7 +2,7 @@
 
 The N tasks of one barrier stage start together (gang-scheduled); each spills its
 equal shard of the inputs to a local Arrow file, gathers every worker's
-``host:port`` with ``allGather``, builds its ``TF_CONFIG``, and runs ``train_fn`` in
+``host:port`` through the driver's monitor (:meth:`~tfos_lib.monitor.Reporter.meet`), builds its ``TF_CONFIG``, and runs ``train_fn`` in
 a fresh TensorFlow process (:mod:`tfos_lib.process`). Any task failure fails the
 stage at once, which kills the other tasks and their TensorFlow processes; the
 driver turns it into :class:`~tfos_lib.errors.WorkerError` with the worker's own
@@ -159,6 +159,7 @@ def _barrier_task(
     import pyarrow as pa
     from pyspark import BarrierTaskContext
 
+    from tfos_lib.monitor import Reporter
     from tfos_lib.rendezvous import find_free_port, tf_config_json
     from tfos_lib.tfenv import task_env, task_gpus
 
@@ -190,7 +191,11 @@ def _barrier_task(
                     "The staging lost its partitioning (please report this)."
                 )
         host = context.getTaskInfos()[rank].address.rsplit(":", 1)[0]
-        addresses = context.allGather(f"{host}:{find_free_port()}")
+        meeting = Reporter(monitor_address, rank, attempt)
+        try:
+            addresses = meeting.meet(f"{host}:{find_free_port()}")
+        finally:
+            meeting.close()
         timeline["workers_met"] = time.time()
         spec = WorkerSpec(
             rank=rank,
