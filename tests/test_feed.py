@@ -506,6 +506,20 @@ def test_streamed_batches_equal_in_memory_batches(tmp_path):
     assert [len(b) for b in once] == [32, 32, 32, 4]
 
 
+@pytest.mark.parametrize("shuffle_buffer", [0, 8])
+def test_training_datasets_say_they_never_end_and_evaluation_ones_do_not(tmp_path, shuffle_buffer):
+    """Infinite cardinality spares a multi-worker strategy its per-step "does every worker have data" all-reduce."""
+    from tfos_lib import import_tensorflow
+
+    tf = import_tensorflow()
+    shard = _spilled_shard(tmp_path, rows=50, rows_per_chunk=16)
+    training = shard.dataset(["id", "x"], "label", global_batch_size=10, shuffle_buffer=shuffle_buffer)
+    assert training.cardinality() == tf.data.INFINITE_CARDINALITY
+    assert len(_epochs(training, 5, 3)) == 3
+    once = shard.dataset("id", global_batch_size=10, repeat=False, shuffle_buffer=shuffle_buffer)
+    assert once.cardinality() != tf.data.INFINITE_CARDINALITY and sum(len(b) for b in once) == 50
+
+
 def test_streamed_shuffle_covers_every_row_each_epoch_in_a_new_order(tmp_path):
     shard = _spilled_shard(tmp_path, rows=120, rows_per_chunk=10)
     epochs = _epochs(shard.dataset(["id", "x"], "label", global_batch_size=12, shuffle_buffer=25, seed=3), 10, 3)

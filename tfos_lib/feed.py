@@ -419,6 +419,11 @@ class ShardData:
             ds = self._streamed(tf, columns, structure, shuffle_buffer, seed if shuffle else None)
             ds = ds.repeat() if repeat else ds
             ds = ds.rebatch(batch, drop_remainder=repeat)
+        if repeat and (shuffle_buffer or self.num_rows):
+            # tf.data cannot tell that these pipelines never end. Said so, a multi-worker strategy skips its
+            # per-step all-reduce that asks every worker whether it still has data (for uneven last batches,
+            # which full repeated batches never have): one collective round trip less per training step.
+            ds = ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
         options = dataset_options(tf, self.num_cpus)
         # Each worker already holds only its own shard; TensorFlow must not shard it again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
