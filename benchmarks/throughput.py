@@ -19,7 +19,12 @@ Compares, on the same synthetic MNIST-shaped data (uint8 images scaled to [0, 1]
   ``tfos_lib.run`` call to the chief's first finished step, and what it went to
   (the chief's start-up timeline: task start, shard spilled, workers met, TensorFlow
   imported, ``train_fn`` called, strategy ready, first step);
-* each worker's thread settings.
+* each worker's thread settings;
+* a step of each model on 1 and 2 workers taken apart (``step profile`` rows, in
+  milliseconds per step, medians of timed repeats inside the chief): reading a
+  batch, forward and backward pass, one all-reduce of gradient-sized tensors,
+  Keras' whole training step with its metrics read every step (what ``fit`` does at
+  1 step per call), and per step at 20 steps per call.
 
 Two models: the MLP 784-256-256-10 (batch 128) the TensorFlowOnSpark figures in
 issue 3 were measured on (input-bound: small steps, so feeding and framework
@@ -62,6 +67,17 @@ def make_arrays(rows: int, seed: int = 0):
     images = rng.integers(0, 64, (rows, 784)).astype(np.float32)
     images[np.arange(rows), labels * 78] = 255.0
     return images / 255.0, labels
+
+
+def make_frame(spark, rows: int):
+    """:func:`make_arrays` as a cached DataFrame (``image``: 784 floats, ``label``)."""
+    import pyarrow as pa
+
+    x, y = make_arrays(rows)
+    table = pa.table({"image": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 784), "label": pa.array(y)})
+    df = spark.createDataFrame(table).cache()
+    df.count()
+    return df
 
 
 def epoch_timer(tf, batch_size: int, first_step: dict):
@@ -130,18 +146,75 @@ def train_fn(ctx, model_name: str, epochs: int, steps_per_execution: int, shuffl
     }
 
 
+def profile_fn(ctx, model_name: str, repeats: int) -> dict:
+    """Milliseconds per step of each part of a training step, on this worker (the chief's is returned)."""
+    from tfos_lib.context import set_steps_per_execution
+
+    tf = ctx.tf()
+    strategy = ctx.strategy()
+    batch = MODELS[model_name]["batch_size"] * ctx.num_workers
+    with strategy.scope():
+        model = harness.build_model(model_name)
+    batches = iter(ctx.distributed_dataset("train", "image", "label", global_batch_size=batch))
+    images, labels = next(batches)
+    variables = model.trainable_variables
+
+    def settle(per_replica):  # waits for a step's result without copying tensors off the device
+        return [float(t.numpy()) for t in strategy.experimental_local_results(per_replica)]
+
+    @tf.function
+    def forward_backward(x, y):
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                loss = model.compiled_loss(y, model(x, training=True), regularization_losses=model.losses)
+            return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, variables)])
+        return strategy.run(step, args=(x, y))
+
+    @tf.function
+    def all_reduce():
+        def step():
+            summed = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, [tf.ones_like(v) for v in variables])
+            return tf.add_n([tf.reduce_sum(t) for t in summed])
+        return strategy.run(step)
+
+    def median_ms(fn, calls: int = 1) -> float:
+        fn()  # traces
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - started) * 1000 / calls)
+        return round(statistics.median(times), 2)
+
+    def train_steps(steps: int):
+        set_steps_per_execution(model, steps)
+        function = model.make_train_function()
+        return lambda: tf.nest.map_structure(lambda t: t.numpy(), function(batches))  # logs read, as fit's callbacks do
+
+    return {
+        "input": median_ms(lambda: next(batches)),
+        "forward_backward": median_ms(lambda: settle(forward_backward(images, labels))),
+        "all_reduce": median_ms(lambda: settle(all_reduce())) if ctx.num_workers > 1 else 0.0,
+        "gradient_megabytes": round(sum(v.shape.num_elements() for v in variables) * 4 / 2**20, 2),
+        "train_step": median_ms(train_steps(1)),
+        "train_step_at_20_per_call": median_ms(train_steps(20), calls=20),
+    }
+
+
+def run_profile(model_name: str, rows: int, workers: int, repeats: int = 20) -> dict:
+    spark = harness.local_cluster_session(workers)
+    df = make_frame(spark, rows)
+    result = tfos_lib.run(profile_fn, model_name, repeats, num_workers=workers, inputs={"train": df}, spark=spark)
+    spark.stop()
+    return {"profile_ms": result}
+
+
 def run_launcher(model_name: str, rows: int, epochs: int, workers: int, backend: str, process_start: float,
                  steps_per_execution: int = 1, shuffle_buffer: int = 0, repeat_rows: int = 1,
                  warm_rerun: bool = False, precision: str = "float32") -> dict:
-    import pyarrow as pa
-
     spark = harness.local_cluster_session(workers)
-    x, y = make_arrays(rows)
-    table = pa.table(
-        {"image": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 784), "label": pa.array(y)}
-    )
-    df = spark.createDataFrame(table).cache()
-    df.count()
+    df = make_frame(spark, rows)
     if repeat_rows > 1:  # more rows than the driver should hold: the same rows, repeated by Spark
         df = df.crossJoin(spark.range(repeat_rows).withColumnRenamed("id", "copy")).drop("copy")
     for _ in range(2 if warm_rerun else 1):  # warm_rerun: the figures are the second run's, in the same application
@@ -167,7 +240,7 @@ def run_launcher(model_name: str, rows: int, epochs: int, workers: int, backend:
 def main() -> None:
     args = harness.parse_args(__doc__.split("\n\n")[0])
     if args.one:
-        harness.run_one(args.one, {"plain": run_plain, "launcher": run_launcher})
+        harness.run_one(args.one, {"plain": run_plain, "launcher": run_launcher, "profile": run_profile})
         return
 
     sizes = {"mlp": (6000, 2), "cnn": (1024, 2)} if args.quick else {"mlp": (60000, 3), "cnn": (6000, 3)}
@@ -181,6 +254,8 @@ def main() -> None:
             (f"{model_name} plain 1 thread x2 at once", "plain x2", {**common, "threads": 1}),
             (f"{model_name} barrier 1 worker", "launcher", {**common, "workers": 1, "backend": "barrier"}),
             (f"{model_name} barrier 2 workers", "launcher", {**common, "workers": 2, "backend": "barrier"}),
+            *[(f"{model_name} step profile, {n} worker{'s' * (n > 1)}", "profile",
+               {"model_name": model_name, "rows": rows, "workers": n}) for n in (1, 2)],
         ]
         if model_name == "cnn":
             plan.append((f"{model_name} barrier 2 workers, float16 all-reduce", "launcher",
@@ -264,6 +339,8 @@ def main() -> None:
 def describe(result: dict) -> str:
     if "error" in result:
         return f"FAILED {result['error']}"
+    if "profile_ms" in result:
+        return "ms per step: " + ", ".join(f"{k} {v}" for k, v in result["profile_ms"].items())
     text = f"{result['examples_per_second']:10,.0f} examples/s"
     if "first_step_from_submit" in result:
         threads = result["threads"]
