@@ -12,7 +12,9 @@ Compares, on the same synthetic MNIST-shaped data (uint8 images scaled to [0, 1]
 * streaming each worker's shard from its spilled file through a bounded shuffle
   buffer (``--shuffle-buffer``) against the whole shard in memory, on the default
   rows and on 10x as many, with the worker process's peak resident memory;
-* the CNN's 2 workers with gradients exchanged as float16 (``--all-reduce-precision``);
+* the CNN's 2 workers with gradients exchanged as float16 (``--all-reduce-precision``),
+  and 1 and 2 workers at 512 examples per worker and step (4x the compute per
+  all-reduce);
 * a second ``run()`` in the same application with ``warm_workers`` (a notebook's
   re-training): its first step after the call;
 * the time from submit (the Spark application's process start) and from the
@@ -122,14 +124,15 @@ def run_plain(model_name: str, rows: int, epochs: int, threads: int | None, star
     return {"examples_per_second": steady_rate(timer.rates)}
 
 
-def train_fn(ctx, model_name: str, epochs: int, steps_per_execution: int, shuffle_buffer: int, precision: str):
+def train_fn(ctx, model_name: str, epochs: int, steps_per_execution: int, shuffle_buffer: int, precision: str,
+             per_worker_batch: int):
     import resource
 
     from tfos_lib.tfenv import thread_settings
 
     tf = ctx.tf()
     ctx.steps_per_execution, ctx.all_reduce_precision = steps_per_execution, precision
-    batch = MODELS[model_name]["batch_size"] * ctx.num_workers
+    batch = per_worker_batch * ctx.num_workers
     timeline = dict(ctx.timeline)
     with ctx.strategy().scope():
         model = harness.build_model(model_name)
@@ -212,7 +215,7 @@ def run_profile(model_name: str, rows: int, workers: int, repeats: int = 20) -> 
 
 def run_launcher(model_name: str, rows: int, epochs: int, workers: int, backend: str, process_start: float,
                  steps_per_execution: int = 1, shuffle_buffer: int = 0, repeat_rows: int = 1,
-                 warm_rerun: bool = False, precision: str = "float32") -> dict:
+                 warm_rerun: bool = False, precision: str = "float32", per_worker_batch: int = 0) -> dict:
     spark = harness.local_cluster_session(workers)
     df = make_frame(spark, rows)
     if repeat_rows > 1:  # more rows than the driver should hold: the same rows, repeated by Spark
@@ -220,6 +223,7 @@ def run_launcher(model_name: str, rows: int, epochs: int, workers: int, backend:
     for _ in range(2 if warm_rerun else 1):  # warm_rerun: the figures are the second run's, in the same application
         called = time.time()
         result = tfos_lib.run(train_fn, model_name, epochs, steps_per_execution, shuffle_buffer, precision,
+                              per_worker_batch or MODELS[model_name]["batch_size"],
                               num_workers=workers,
                               backend=backend, inputs={"train": df}, spark=spark, warm_workers=warm_rerun)
     spark.stop()
@@ -260,6 +264,9 @@ def main() -> None:
         if model_name == "cnn":
             plan.append((f"{model_name} barrier 2 workers, float16 all-reduce", "launcher",
                          {**common, "workers": 2, "backend": "barrier", "precision": "float16"}))
+            plan += [(f"{model_name} barrier {n} worker{'s' * (n > 1)}, 512 per worker", "launcher",
+                      {**common, "rows": 4 * rows, "workers": n, "backend": "barrier", "per_worker_batch": 512})
+                     for n in (1, 2)]
         if model_name == "mlp":
             big = {**common, "epochs": 2, "workers": 1, "backend": "barrier", "repeat_rows": 10}
             plan += [
@@ -325,6 +332,8 @@ def main() -> None:
         "cnn_barrier_2w_vs_machine_2_processes": ratio("cnn barrier 2 workers", "cnn plain 1 thread x2 at once"),
         "mlp_machine_2_processes_vs_1": ratio("mlp plain 1 thread x2 at once", "mlp plain 1 thread"),
         "cnn_float16_all_reduce_2w_vs_1w": ratio("cnn barrier 2 workers, float16 all-reduce", "cnn barrier 1 worker"),
+        "cnn_512_per_worker_2w_vs_1w": ratio("cnn barrier 2 workers, 512 per worker",
+                                             "cnn barrier 1 worker, 512 per worker"),
     }
     print("\nstart-up of the chief, seconds after run() (barrier, 2 workers):")
     for label in ("mlp barrier 1 worker", "mlp barrier 2 workers", "mlp barrier 2 workers, second run() warm",
