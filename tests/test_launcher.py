@@ -90,6 +90,26 @@ def test_barrier_worker_failure_reaches_driver_with_traceback(spark, tmp_path):
     assert "fail_on_rank_one" in caught.value.worker_traceback
 
 
+def test_workers_that_cannot_reach_the_driver_fail_at_once_naming_port_and_setting(spark, tmp_path, monkeypatch):
+    import socket
+
+    from tfos_lib.monitor import Monitor
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    started = Monitor.__init__
+
+    def unreachable(self, *args, **kwargs):  # the workers are told a port nothing listens on
+        started(self, *args, **kwargs)
+        self.address = f"{self.secret}@127.0.0.1:{port}"
+
+    monkeypatch.setattr(Monitor, "__init__", unreachable)
+    with pytest.raises(tfos_lib.WorkerError, match=rf"127.0.0.1:{port} .*spark.tfos.monitor.port") as caught:
+        tfos_lib.run(fail_on_rank_one, num_workers=2, output_dir=str(tmp_path), spark=spark)
+    assert caught.value.rank in (0, 1)
+
+
 def test_too_many_workers_is_refused_with_both_numbers(spark, linear_regression):
     _, train_linear = linear_regression
     with pytest.raises(RuntimeError, match=r"num_workers=3 .* only 2") as caught:

@@ -159,7 +159,7 @@ def _barrier_task(
     import pyarrow as pa
     from pyspark import BarrierTaskContext
 
-    from tfos_lib.monitor import Reporter
+    from tfos_lib.monitor import MonitorUnreachable, Reporter
     from tfos_lib.rendezvous import find_free_port, tf_config_json
     from tfos_lib.tfenv import task_env, task_gpus
 
@@ -191,11 +191,14 @@ def _barrier_task(
                     "The staging lost its partitioning (please report this)."
                 )
         host = context.getTaskInfos()[rank].address.rsplit(":", 1)[0]
-        meeting = Reporter(monitor_address, rank, attempt)
         try:
-            addresses = meeting.meet(f"{host}:{find_free_port()}")
-        finally:
-            meeting.close()
+            meeting = Reporter(monitor_address, rank, attempt)
+            try:
+                addresses = meeting.meet(f"{host}:{find_free_port()}")
+            finally:
+                meeting.close()
+        except MonitorUnreachable as error:  # the driver shows it as this worker's failure, with the fix
+            raise RuntimeError(f"{_ERROR_START}{rank}\n{error}{_ERROR_END}") from None
         timeline["workers_met"] = time.time()
         spec = WorkerSpec(
             rank=rank,
