@@ -161,8 +161,8 @@ class Monitor:
         self.refused.append(why)
         log.warning("progress monitor: dropped %s", escape(why))
 
-    def _serve(self, rfile, peer: str, wfile=None) -> None:
-        """One worker's connection: the hello with the secret, then events of that rank and attempt."""
+    def _serve(self, rfile, peer: str, wfile) -> None:
+        """One worker's connection: the hello with the secret, then events of that rank and attempt (and its meet)."""
         hello = _read_event(rfile)
         if not isinstance(hello, dict) or hello.get("kind") != "hello" or not hmac.compare_digest(
             str(hello.get("secret", "")).encode(), self.secret.encode()

@@ -2,11 +2,11 @@
 
 The N tasks of one barrier stage start together (gang-scheduled); each spills its
 equal shard of the inputs to a local Arrow file, gathers every worker's
-``host:port`` through the driver's monitor (:meth:`~tfos_lib.monitor.Reporter.meet`), builds its ``TF_CONFIG``, and runs ``train_fn`` in
-a fresh TensorFlow process (:mod:`tfos_lib.process`). Any task failure fails the
-stage at once, which kills the other tasks and their TensorFlow processes; the
-driver turns it into :class:`~tfos_lib.errors.WorkerError` with the worker's own
-traceback.
+``host:port`` through the driver's monitor (:meth:`~tfos_lib.monitor.Reporter.meet`),
+builds its ``TF_CONFIG``, and runs ``train_fn`` in a fresh TensorFlow process
+(:mod:`tfos_lib.process`). Any task failure fails the stage at once, which kills
+the other tasks and their TensorFlow processes; the driver turns it into
+:class:`~tfos_lib.errors.WorkerError` with the worker's own traceback.
 """
 
 from __future__ import annotations
