@@ -159,7 +159,9 @@ class Config(job.TrainingConfig):
         "exact", "--recommend-all's search: exact (blocked products over all items), faiss (an exact FAISS index) or "
         "faiss-ivf (approximate; its recall of the exact top-k is measured on the evaluated visitors)",
         choices=ann.INDEXES)
-    ivf_nprobe: int = job.option(16, "clusters a faiss-ivf search scans (of about 4 sqrt(items))", min=1)
+    ivf_nprobe: int = job.option(
+        128, "clusters a faiss-ivf search scans (of about 4 sqrt(items); at full size 128 of 1,927 found 0.98 of the "
+        "exact top-10, 16 only 0.47)", min=1)
     als_iterations: int = job.option(10, "ALS iterations", min=1)
     als_regularization: float = job.option(0.1, "ALS regParam", min=0)
     als_alpha: float = job.option(10.0, "ALS implicit confidence alpha", min=0)

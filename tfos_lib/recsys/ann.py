@@ -40,7 +40,7 @@ class ItemIndex:
     lists: int = 1
 
     @classmethod
-    def build(cls, scorer, kind: str, nprobe: int = 16, lists: int = 0, seed: int = 0) -> ItemIndex:
+    def build(cls, scorer, kind: str, nprobe: int = 128, lists: int = 0, seed: int = 0) -> ItemIndex:
         """Indexes ``scorer``'s candidate items (driver). ``lists`` 0: about ``4 sqrt(candidates)``."""
         import faiss
 
