@@ -194,6 +194,8 @@ def profile_fn(ctx, model_name: str, repeats: int) -> dict:
 
     def train_steps(steps: int):
         set_steps_per_execution(model, steps)
+        if ctx.num_workers > 1:
+            model.distribute_reduction_method = "first"  # as ctx.fit sets it
         function = model.make_train_function()
         return lambda: tf.nest.map_structure(lambda t: t.numpy(), function(batches))  # logs read, as fit's callbacks do
 
