@@ -113,7 +113,7 @@ def test_monitor_rendezvous_answers_every_rank_once_all_met_and_frees_waiters_of
     def meet(rank, attempt, address):
         reporter = Reporter(monitor.address, rank, attempt)
         try:
-            return reporter.meet(address)
+            return [record["address"] for record in reporter.meet({"address": address})]
         finally:
             reporter.close()
 
@@ -122,15 +122,15 @@ def test_monitor_rendezvous_answers_every_rank_once_all_met_and_frees_waiters_of
         first, restarted = pool.submit(meet, 0, 0, "a:1"), pool.submit(meet, 2, 0, "c:3")
         assert _wait(lambda: len(monitor._meeting) == 2)
         assert not first.done()  # nobody is answered before the last rank comes
-        # Rank 2's task restarted within the attempt: its new address replaces the old one.
+        # Rank 2's task restarted within the attempt: its new record replaces the old one.
         second_two = pool.submit(meet, 2, 0, "c:4")
-        assert _wait(lambda: monitor._meeting.get(2) == "c:4")
+        assert _wait(lambda: monitor._meeting.get(2) == {"address": "c:4"})
         assert meet(1, 0, "b:2") == ["a:1", "b:2", "c:4"]
         assert first.result(5) == second_two.result(5) == ["a:1", "b:2", "c:4"]
         assert restarted.result(5) == ["a:1", "b:2", "c:4"]  # same round: a late reader still gets the list
         # A new round starts empty; a relaunch frees the tasks of the old attempt with an error naming it.
         stale = pool.submit(meet, 0, 0, "a:5")
-        assert _wait(lambda: monitor._meeting == {0: "a:5"})
+        assert _wait(lambda: monitor._meeting == {0: {"address": "a:5"}})
         monitor.stage_started(attempt=1)
         with pytest.raises(MonitorUnreachable, match="closed the rendezvous before every worker had met"):
             stale.result(5)

@@ -377,22 +377,33 @@ def _uneven_train_df(spark):
     )
 
 
+#: Where _uneven_train_df's rows sit: partition -> (first id, rows).
+_UNEVEN_LAYOUT = {0: (0, 20), 1: (20, 20), 2: (40, 3), 3: (43, 0), 4: (43, 1), 5: (44, 29), 6: (73, 30)}
+
+
+@pytest.mark.parametrize("counted", [False, True], ids=["dealt", "counted"])
 @pytest.mark.parametrize("num_workers", [1, 2, 3])
-def test_stage_lays_out_equal_shards(spark, tmp_path, num_workers):
+def test_stage_lays_out_one_shard_per_partition_and_every_worker_derives_the_same_epoch(
+        spark, tmp_path, num_workers, counted):
     from pyspark.sql import functions as F
 
     train_df = _uneven_train_df(spark)
     assert train_df.rdd.getNumPartitions() == 7
-    if num_workers == 1:  # the layout is the same every time; check it once
-        assert train_df.rdd.glom().map(len).collect() == [20, 20, 3, 0, 1, 29, 30]
+    if num_workers == 1 and counted:  # the layout is the same every time; check it once
+        assert train_df.rdd.glom().map(len).collect() == [rows for _, rows in _UNEVEN_LAYOUT.values()]
     small_df = spark.range(5).select((F.col("id") + 1000).alias("id"), F.concat(F.lit("t"), F.col("id")).alias("tag"))
     total = 103
 
-    staged, plans, persisted = stage(spark, {"train": train_df, "small": Input(small_df, shard=False)}, num_workers)
+    staged, plans, persisted = stage(spark, {"train": train_df, "small": Input(small_df, shard=False)}, num_workers,
+                                     counted=counted)
     try:
-        train_plan, small_plan = plans["train"], plans["small"]
-        assert train_plan == plan_input("train", ["id", "x", "label"], total, num_workers, sharded=True)
-        assert small_plan == plan_input("small", ["id", "tag"], 5, num_workers, sharded=False)
+        if counted:
+            assert plans["train"] == plan_input("train", ["id", "x", "label"], total, num_workers, sharded=True)
+            assert plans["small"] == plan_input("small", ["id", "tag"], 5, num_workers, sharded=False)
+        else:  # no Spark job counted the rows: the plans wait for the workers' counts
+            assert persisted == []
+            assert plans["train"] == plan_input("train", ["id", "x", "label"], None, num_workers, sharded=True)
+            assert plans["small"].total_rows is None and not plans["small"].sharded
         assert staged.rdd.getNumPartitions() == num_workers
 
         root = str(tmp_path)
@@ -423,45 +434,60 @@ def test_stage_lays_out_equal_shards(spark, tmp_path, num_workers):
 
     summaries = {r.partition: json.loads(r.summary) for r in rows}
     assert sorted(summaries) == list(range(num_workers))  # one task per partition, all partitions present
+    counts = [summaries[k]["counts"] for k in range(num_workers)]
+    if counted:
+        train_plan, small_plan = plans["train"], plans["small"]
+    else:  # what the workers do when they meet: each completes the plans from every worker's counts
+        train_plan, small_plan = (feed.balance(plans[name], [c[name] for c in counts]) for name in ("train", "small"))
+    assert train_plan == plan_input("train", ["id", "x", "label"], total, num_workers, sharded=True)
+    assert small_plan == plan_input("small", ["id", "tag"], 5, num_workers, sharded=False)
 
     used, steps_by_rank = set(), {}
     for k, summary in summaries.items():
         # Partition k holds shard k only, with exactly one marker row.
         assert summary["markers"] == [k]
         assert summary["shards"] == {"train": [k], "small": [k]}
-        assert summary["counts"] == {"train": train_plan.rows_per_worker, "small": 5}
+        assert summary["counts"]["small"] == 5
 
         directory = tmp_path / f"part-{k}"
         with pa.ipc.open_file(str(directory / "train.arrow")) as reader:
-            train = reader.read_all()
-        ids = train.column("id").to_pylist()
-        assert len(ids) == train_plan.rows_per_worker
-        assert len(set(ids)) == len(ids)
+            ids = reader.read_all().column("id").to_pylist()
+        assert len(set(ids)) == len(ids) == summary["counts"]["train"]
         assert used.isdisjoint(ids)
         used.update(ids)
-        # Rows are indexed in partition order (here: id order), shard = index % num_workers.
-        assert all(i % num_workers == k for i in ids)
-
-        with pa.ipc.open_file(str(directory / "small.arrow")) as reader:
-            small = reader.read_all()
-        assert sorted(small.column("id").to_pylist()) == [1000, 1001, 1002, 1003, 1004]
-        assert sorted(small.column("tag").to_pylist()) == ["t0", "t1", "t2", "t3", "t4"]
+        if counted:  # rows indexed in partition order (here: id order), shard = index % num_workers: exact shards
+            assert all(i % num_workers == k for i in ids) and len(ids) == train_plan.rows_per_worker
+        else:  # partition p deals its i-th row to worker (p + i) % num_workers
+            expected = [first + i for p, (first, size) in _UNEVEN_LAYOUT.items() for i in range(size)
+                        if (p + i) % num_workers == k]
+            assert sorted(ids) == expected
 
         shard = ShardData(train_plan, str(directory / "train.arrow"), num_workers)
         x = shard.column("x")
-        assert x.shape == (train_plan.rows_per_worker, 2) and x.dtype == np.float32
+        assert x.shape == (len(ids), 2) and x.dtype == np.float32
         np.testing.assert_array_equal(x[:, 0], shard.column("id"))
         np.testing.assert_array_equal(shard.column("label"), shard.column("id") % 10)
-        # Every worker runs the same number of steps (or the collective ring deadlocks): from its real spill.
-        global_batch = 5 * num_workers
-        spilled_rows = shard.table().num_rows
-        steps_by_rank[k] = (shard.steps_per_epoch(global_batch), -(-spilled_rows // 5))
+        # Every worker runs the same number of steps (or the collective ring deadlocks).
+        steps_by_rank[k] = shard.steps_per_epoch(5 * num_workers)
 
-    assert len(set(steps_by_rank.values())) == 1, steps_by_rank
-    assert all(declared == from_file for declared, from_file in steps_by_rank.values()), steps_by_rank
-    assert train_plan.dropped_rows == total % num_workers
-    assert len(used) == total - train_plan.dropped_rows
-    assert used == set(range(total - train_plan.dropped_rows))
+    assert set(steps_by_rank.values()) == {-(-(total // num_workers) // 5)}, steps_by_rank
+    if counted:
+        assert used == set(range(total - train_plan.dropped_rows))
+    else:  # nothing dropped: a worker's extra row comes round in its next epoch
+        assert used == set(range(total))
+
+
+def test_balance_completes_a_dealt_plan_from_the_workers_counts_or_says_what_is_wrong():
+    dealt = plan_input("train", ["x"], None, 3, sharded=True)
+    assert feed.balance(dealt, [34, 35, 34]) == plan_input("train", ["x"], 103, 3, sharded=True)
+    with pytest.raises(ValueError, match=r"'train': worker 1 received none of its 4 rows.*\[2, 0, 2\].*repartition\(3\)"):
+        feed.balance(dealt, [2, 0, 2])
+    with pytest.raises(ValueError, match="has 2 rows, fewer than num_workers=3"):
+        feed.balance(dealt, [1, 0, 1])
+    whole = plan_input("test", ["x"], None, 3, sharded=False)
+    assert feed.balance(whole, [7, 7, 7]) == plan_input("test", ["x"], 7, 3, sharded=False)
+    with pytest.raises(RuntimeError, match=r"'test' is given whole to every worker, but they received \[7, 6, 7\]"):
+        feed.balance(whole, [7, 6, 7])
 
 
 # ---------------------------------------------------------------------------------------------

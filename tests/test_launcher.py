@@ -46,7 +46,7 @@ def test_barrier_two_workers_train_together(spark, tmp_path, linear_regression):
         spark=spark,
     )
     assert result["rank"] == 0 and result["world"] == 2
-    assert result["rows"] == 200  # 401 rows -> 2 x 200, one left over
+    assert result["rows"] == 200  # 401 rows -> an epoch of 200 rows on each of 2 workers
     assert result["loss"][-1] < 0.5 * result["loss"][0]
     chief = np.load(tmp_path / "weights-0.npy")
     other = np.load(tmp_path / "_workers" / "1" / "weights-1.npy")
@@ -56,7 +56,9 @@ def test_barrier_two_workers_train_together(spark, tmp_path, linear_regression):
     # all-reduced (with no all-reduce, two different shards would have trained two different models).
     with np.load(tmp_path / "shard-0.npz") as first, np.load(tmp_path / "_workers" / "1" / "shard-1.npz") as second:
         assert int(first["pid"]) != int(second["pid"])
-        assert first["x"].shape == second["x"].shape == (200, 2)
+        # 3 partitions of 133, 134, 134 rows, each dealt in turn starting at worker p % 2: 201 + 200 rows. No row
+        # is dropped: the chief's extra row comes round in its next epoch.
+        assert (first["x"].shape, second["x"].shape) == ((201, 2), (200, 2))
         assert not np.array_equal(first["x"], second["x"])  # the disjointness of shards: test_feed.py
 
 
@@ -108,6 +110,13 @@ def test_workers_that_cannot_reach_the_driver_fail_at_once_naming_port_and_setti
     with pytest.raises(tfos_lib.WorkerError, match=rf"127.0.0.1:{port} .*spark.tfos.monitor.port") as caught:
         tfos_lib.run(fail_on_rank_one, num_workers=2, output_dir=str(tmp_path), spark=spark)
     assert caught.value.rank in (0, 1)
+
+
+def test_an_input_with_fewer_rows_than_workers_fails_the_run_saying_so(spark, tmp_path, linear_regression):
+    make_frame, train_linear = linear_regression
+    with pytest.raises(tfos_lib.WorkerError, match="'train' has 1 rows, fewer than num_workers=2.*fewer workers"):
+        tfos_lib.run(train_linear, 1, num_workers=2, inputs={"train": make_frame(spark, rows=1)},
+                     output_dir=str(tmp_path), spark=spark)
 
 
 def test_too_many_workers_is_refused_with_both_numbers(spark, linear_regression):

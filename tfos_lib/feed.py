@@ -1,19 +1,26 @@
-"""Handing Spark DataFrames to the TensorFlow workers: equal shards, Arrow all the way.
+"""Handing Spark DataFrames to the TensorFlow workers: shards of equal epochs, Arrow all the way.
 
 Synchronous all-reduce needs every worker to run exactly the same number of
 steps per epoch; a worker that runs out of batches first leaves the others
-waiting in a collective forever. So each sharded input is cut into
-``num_workers`` shards of *exactly* ``total_rows // num_workers`` rows (the
-``total_rows % num_workers`` left-over rows, fewer than one per worker, are
-dropped and counted), and every worker derives the same steps per epoch from that
-number.
+waiting in a collective forever. So every worker's epoch is ``total_rows //
+num_workers`` rows of its shard (:class:`InputPlan`), and every worker derives the
+same steps per epoch from that number.
 
 How the rows travel (driver side, :func:`stage`):
 
-1. Each row of a sharded input gets a global index (per-partition row counts,
-   then ``monotonically_increasing_id`` offsets: no per-row Python) and the shard
-   ``index % num_workers``. A replicated input (``Input(df, shard=False)``, e.g.
-   a test set the chief evaluates) is exploded to every shard.
+1. Each partition of a sharded input deals its rows round-robin to the shards
+   (``monotonically_increasing_id`` gives each row's position in its partition: no
+   per-row Python), each partition starting at another shard, so shards differ by
+   a few rows at most and no Spark job counts the rows first. The workers learn
+   ``total_rows`` when they meet, from each other's spilled row counts
+   (:func:`balance`); a worker holding a few rows more or fewer than
+   ``total_rows // num_workers`` sees them in the next epoch, as the training
+   datasets repeat. The tfos backend, whose feed has to know each worker's quota
+   before any row arrives, counts first (``stage(..., counted=True)``): there the
+   shards are exactly ``total_rows // num_workers`` rows and the ``total_rows %
+   num_workers`` left-over rows are dropped. A replicated input
+   (``Input(df, shard=False)``, e.g. a test set the chief evaluates) is exploded
+   to every shard.
 2. All inputs are unioned into one DataFrame with one struct column per input,
    and repartitioned by a key whose Spark hash lands shard ``k`` exactly in
    partition ``k``.
@@ -61,8 +68,8 @@ class Input:
     Args:
         df: the rows. Columns of numbers, strings, or (nested) arrays of numbers of
             a fixed length per column.
-        shard: ``True`` (default) splits the rows into equal shards, one per worker
-            (training data). ``False`` gives every worker all rows (small data every
+        shard: ``True`` (default) splits the rows into shards, one per worker, each
+            worker's epoch the same number of rows (training data). ``False`` gives every worker all rows (small data every
             worker needs whole, e.g. a test set the chief evaluates).
     """
 
@@ -72,18 +79,25 @@ class Input:
 
 @dataclass(frozen=True)
 class InputPlan:
-    """What every worker knows about one input before any row arrives (picklable)."""
+    """What every worker knows about one input (picklable).
+
+    ``rows_per_worker`` is one epoch of every worker (``total_rows // num_workers``
+    when sharded, all rows when replicated); ``dropped_rows`` the rest,
+    ``total_rows % num_workers``. The row counts are None in a plan staged without
+    counting until the workers have met (:func:`balance`).
+    """
 
     name: str
     columns: tuple[str, ...]
-    total_rows: int
-    rows_per_worker: int
-    dropped_rows: int
+    total_rows: int | None
+    rows_per_worker: int | None
+    dropped_rows: int | None
     sharded: bool
 
 
-def plan_input(name: str, columns: Iterable[str], total_rows: int, num_workers: int, sharded: bool) -> InputPlan:
-    """Decides how many rows each worker gets. Pure: no Spark.
+def plan_input(name: str, columns: Iterable[str], total_rows: int | None, num_workers: int,
+               sharded: bool) -> InputPlan:
+    """Decides how many rows make each worker's epoch (``total_rows=None``: not counted yet). Pure: no Spark.
 
     Raises:
         ValueError: if a sharded input has fewer rows than workers (some worker would
@@ -98,6 +112,8 @@ def plan_input(name: str, columns: Iterable[str], total_rows: int, num_workers: 
         raise ValueError(f"input {name!r} uses reserved column name(s) {sorted(clash)}; rename them.")
     if not columns:
         raise ValueError(f"input {name!r} has no columns.")
+    if total_rows is None:
+        return InputPlan(name, columns, None, None, None, sharded=sharded)
     if not sharded:
         return InputPlan(name, columns, total_rows, total_rows, 0, sharded=False)
     rows_per_worker, dropped = divmod(total_rows, num_workers)
@@ -107,6 +123,35 @@ def plan_input(name: str, columns: Iterable[str], total_rows: int, num_workers: 
             f"at least one row. Use more data or fewer workers."
         )
     return InputPlan(name, columns, total_rows, rows_per_worker, dropped, sharded=True)
+
+
+def balance(plan: InputPlan, rows_by_rank: list[int]) -> InputPlan:
+    """The plan of an input staged without counting, from the rows each worker spilled (by rank). Pure.
+
+    Every worker computes the same plan from the same counts, so all run the same
+    steps per epoch whatever their shard's exact size.
+
+    Raises:
+        ValueError: a sharded input has fewer rows than workers, or its partitions left a
+            worker with no rows (a worker cannot repeat an empty shard).
+        RuntimeError: the workers received different numbers of rows of a replicated input.
+    """
+    num_workers = len(rows_by_rank)
+    if not plan.sharded:
+        if len(set(rows_by_rank)) != 1:
+            raise RuntimeError(
+                f"input {plan.name!r} is given whole to every worker, but they received {rows_by_rank} rows "
+                "(please report this)."
+            )
+        return plan_input(plan.name, plan.columns, rows_by_rank[0], num_workers, sharded=False)
+    balanced = plan_input(plan.name, plan.columns, sum(rows_by_rank), num_workers, sharded=True)
+    if 0 in rows_by_rank:
+        raise ValueError(
+            f"input {plan.name!r}: worker {rows_by_rank.index(0)} received none of its {balanced.total_rows} rows "
+            f"(rows per worker: {rows_by_rank}); each partition deals its rows to the workers in turn, and this "
+            f"DataFrame's partitions hold too few. Repartition it first, e.g. df.repartition({num_workers})."
+        )
+    return balanced
 
 
 def steps_per_epoch(rows_per_worker: int, global_batch_size: int, num_workers: int) -> int:
@@ -186,7 +231,7 @@ def release_kept_staging() -> None:
 
 
 def stage(
-    spark: "SparkSession", inputs: dict, num_workers: int, keep: bool = False
+    spark: "SparkSession", inputs: dict, num_workers: int, keep: bool = False, counted: bool = False
 ) -> tuple["DataFrame", dict[str, InputPlan], list]:
     """Lays out ``inputs`` as one DataFrame of exactly ``num_workers`` partitions, partition ``k`` = shard ``k``.
 
@@ -199,8 +244,14 @@ def stage(
         num_workers: number of shards.
         keep: persist the staged DataFrame and hand it out again to the next call
             with the same DataFrame objects, shard flags and worker count, which then
-            skips counting the rows and Spark's shuffle (a notebook re-running its
-            training cell). Any other call releases the kept staging.
+            skips Spark's shuffle (a notebook re-running its training cell). Any other
+            call releases the kept staging.
+        counted: count the rows first (Spark jobs before the stage, and the sharded
+            inputs persisted so that both passes see the same partitions), for shards of
+            exactly ``total_rows // num_workers`` rows and plans complete before any row
+            moves. Without it (the barrier backend) each partition deals its rows
+            round-robin, and the plans' row counts are filled in by :func:`balance` once
+            the workers have spilled their shards.
 
     Returns:
         ``(staged DataFrame, plans by name, DataFrames persisted here)``; the caller
@@ -225,7 +276,15 @@ def stage(
         df = spec.df
         columns = df.columns
         packed = F.struct(*[F.col(f"`{c}`") for c in columns]).alias(name)
-        if spec.shard:
+        position = F.monotonically_increasing_id().bitwiseAND((1 << _ROW_BITS) - 1)  # the row's, in its partition
+        if not spec.shard:
+            plan = plan_input(name, columns, df.count() if counted else None, num_workers, sharded=False)
+            part = df.select(F.explode(F.sequence(F.lit(0), F.lit(num_workers - 1))).alias(SHARD_COLUMN), packed)
+        elif not counted:
+            plan = plan_input(name, columns, None, num_workers, sharded=True)
+            # Each partition starts dealing at another worker, so the odd rows of many partitions spread out.
+            part = df.select(((F.spark_partition_id() + position) % num_workers).alias(SHARD_COLUMN), packed)
+        else:
             # The index must be computed on the same partitioning twice (counts, then
             # rows), so pin the rows first.
             df = df.persist(StorageLevel.MEMORY_AND_DISK)
@@ -236,17 +295,12 @@ def stage(
             for p in range(df.rdd.getNumPartitions()):
                 offsets.append(total)
                 total += counts.get(p, 0)
-            index = F.element_at(F.array(*[F.lit(o) for o in offsets]), F.spark_partition_id() + 1) + (
-                F.monotonically_increasing_id().bitwiseAND((1 << _ROW_BITS) - 1)
-            )
+            index = F.element_at(F.array(*[F.lit(o) for o in offsets]), F.spark_partition_id() + 1) + position
             part = (
                 df.select(index.alias("_index"), packed)
                 .where(F.col("_index") < plan.rows_per_worker * num_workers)
                 .select((F.col("_index") % num_workers).alias(SHARD_COLUMN), F.col(name))
             )
-        else:
-            plan = plan_input(name, columns, df.count(), num_workers, sharded=False)
-            part = df.select(F.explode(F.sequence(F.lit(0), F.lit(num_workers - 1))).alias(SHARD_COLUMN), packed)
         plans[name] = plan
         parts.append(part.withColumn(INPUT_COLUMN, F.lit(name)))
 
@@ -302,7 +356,9 @@ class ShardData:
 
     Attributes:
         plan: sizes known to all workers (:class:`InputPlan`).
-        num_rows: rows this worker holds (``plan.rows_per_worker``).
+        num_rows: rows of one epoch on this worker (``plan.rows_per_worker``). A shard staged
+            without counting holds a few rows more or fewer; the repeating training
+            datasets carry them over into the next epoch.
     """
 
     def __init__(self, plan: InputPlan, path: str | None, num_workers: int, num_cpus: int | None = None,
@@ -395,7 +451,7 @@ class ShardData:
                 the spilled file one Arrow record batch at a time (in a new order every
                 epoch), shuffled within windows of at least N rows, so memory stays
                 bounded however large the shard is.
-                Either way an epoch covers every row of the shard once. None (default):
+                Either way each pass covers every row of the shard once. None (default):
                 :attr:`shuffle_buffer`, the job's ``--shuffle-buffer``.
         """
         from tfos_lib.tfenv import dataset_options, import_tensorflow

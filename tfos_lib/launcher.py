@@ -72,7 +72,7 @@ def run(
             it if the Python environment is unchanged: re-training in a long-lived
             application (a notebook) starts in seconds. The staged inputs are kept too
             (persisted in the executors), and a next run over the same DataFrame objects
-            skips counting and shuffling them. Both hold memory (a few hundred MB per
+            skips shuffling them. Both hold memory (a few hundred MB per
             worker, and the staged rows) until the next run or the application ends; a run
             with ``warm_workers=False`` gives it back. Default: on in a notebook (IPython kernel,
             Databricks), off elsewhere.

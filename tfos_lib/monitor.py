@@ -18,11 +18,11 @@ workers is escaped before it is logged (one event, one log line). Events:
 * ``{"kind": "idle", "rank": r}`` when ``fit`` ends (no stall watch outside ``fit``).
 
 One request has a reply: the rendezvous. Each barrier task sends
-``{"kind": "meet", "address": "host:port"}`` (its TensorFlow server's address) and
-reads back ``{"kind": "met", "addresses": [...]}``, every worker's address by rank,
-once all ``num_workers`` of the attempt have sent theirs (:meth:`Reporter.meet`).
-Spark's own ``BarrierTaskContext.allGather`` does the same but polls in 1-second
-sleeps, a second lost on every launch.
+``{"kind": "meet", "record": {...}}`` (its TensorFlow server's ``host:port`` and the
+rows of its shard) and reads back ``{"kind": "met", "records": [...]}``, every
+worker's record by rank, once all ``num_workers`` of the attempt have sent theirs
+(:meth:`Reporter.meet`). Spark's own ``BarrierTaskContext.allGather`` does the same
+but polls in 1-second sleeps, a second lost on every launch.
 
 The driver checks the deadlines in :class:`Timeouts`: every worker must report
 ``started`` within ``rendezvous`` seconds of the stage's start, and a worker in
@@ -124,11 +124,11 @@ class Monitor:
         self._first_step_logged = False
         self._attempt = 0
         self._connections = 0
-        # The rendezvous: addresses of this round by rank; a full round is answered and the next one starts
+        # The rendezvous: records of this round by rank; a full round is answered and the next one starts
         # empty (a stage Spark retries within one attempt meets again).
-        self._meeting: dict[int, str] = {}
+        self._meeting: dict[int, dict] = {}
         self._met_round = 0
-        self._met_addresses: list[str] = []
+        self._met_records: list[dict] = []
         self._met = threading.Condition(self._lock)
         self._closed = False
         self.refused: list[str] = []  # why connections or events were dropped (for logs and tests)
@@ -187,10 +187,11 @@ class Monitor:
             if attempt != self._attempt:
                 return  # a relaunch started: this connection belongs to a past attempt
             if event["kind"] == "meet":
-                addresses = self._meet(rank, attempt, str(event.get("address")))
-                if addresses is None:
+                record = event.get("record")
+                records = self._meet(rank, attempt, record if isinstance(record, dict) else {})
+                if records is None:
                     return  # a relaunch or the end of the run: the task is being cancelled
-                wfile.write((json.dumps({"kind": "met", "addresses": addresses}) + "\n").encode())
+                wfile.write((json.dumps({"kind": "met", "records": records}) + "\n").encode())
                 wfile.flush()
                 continue
             self._receive(event | {"rank": rank})
@@ -223,22 +224,26 @@ class Monitor:
             self._meeting.clear()
             self._met.notify_all()  # tasks of the previous attempt still waiting to meet give up
 
-    def _meet(self, rank: int, attempt: int, address: str) -> list[str] | None:
-        """Blocks until every rank of ``attempt`` has sent its address; None if the attempt or the run ends first."""
+    def _meet(self, rank: int, attempt: int, record: dict) -> list[dict] | None:
+        """Blocks until every rank of ``attempt`` has sent its record; None if the attempt or the run ends first."""
         with self._met:
-            self._meeting[rank] = address  # a task Spark restarted replaces its predecessor's address
+            self._meeting[rank] = record  # a task Spark restarted replaces its predecessor's record
             joined = self._met_round
             if len(self._meeting) == self.num_workers:
-                self._met_addresses = [self._meeting[r] for r in range(self.num_workers)]
+                self._met_records = [self._meeting[r] for r in range(self.num_workers)]
                 self._meeting = {}
                 self._met_round += 1
                 self._met.notify_all()
                 if self._stage_started is not None:
                     log.debug("all %d workers met %.2f s after launch", self.num_workers,
                               time.monotonic() - self._stage_started)
+                shards = [r.get("rows") for r in self._met_records]
+                if all(isinstance(rows, dict) for rows in shards) and shards[0]:
+                    log.info("rows of each worker's shard: %s", escape("; ".join(
+                        f"{name} {[rows.get(name) for rows in shards]}" for name in shards[0])))
             while self._met_round == joined and self._attempt == attempt and not self._closed:
                 self._met.wait(5.0)
-            return list(self._met_addresses) if self._met_round != joined else None
+            return list(self._met_records) if self._met_round != joined else None
 
     def _receive(self, event: dict) -> None:
         rank = int(event.get("rank", -1))
@@ -401,8 +406,8 @@ class Reporter:
                 ) from None
             self._send({"kind": "hello", "secret": secret, "rank": rank, "attempt": attempt})
 
-    def meet(self, address: str) -> list[str]:
-        """Sends this worker's ``host:port``; returns every worker's by rank once all have sent theirs.
+    def meet(self, record: dict) -> list[dict]:
+        """Sends this worker's ``record`` (small, JSON); returns every worker's by rank once all have sent theirs.
 
         Waits as long as the driver does (its :attr:`Timeouts.rendezvous` cancels
         the stage when a worker never comes).
@@ -414,7 +419,7 @@ class Reporter:
         if self._sock is None:
             raise MonitorUnreachable("the rendezvous needs the driver's progress monitor; this worker has none.")
         self._sock.settimeout(None)
-        self._sock.sendall((json.dumps({"kind": "meet", "rank": self.rank, "address": address}) + "\n").encode())
+        self._sock.sendall((json.dumps({"kind": "meet", "rank": self.rank, "record": record}) + "\n").encode())
         with self._sock.makefile("rb") as replies:
             reply = _read_event(replies)
         if not isinstance(reply, dict) or reply.get("kind") != "met":
@@ -422,7 +427,7 @@ class Reporter:
                 f"worker {self.rank}: the driver's progress monitor closed the rendezvous before every worker had "
                 "met (the run was cancelled or relaunched)."
             )
-        return [str(a) for a in reply["addresses"]]
+        return list(reply["records"])
 
     def send(self, kind: str, **fields) -> None:
         self._send({"kind": kind, "rank": self.rank, **fields})

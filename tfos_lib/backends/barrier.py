@@ -1,9 +1,10 @@
 """The ``barrier`` backend (the default): Spark barrier execution mode, each worker in a child process.
 
 The N tasks of one barrier stage start together (gang-scheduled); each spills its
-equal shard of the inputs to a local Arrow file, gathers every worker's
-``host:port`` through the driver's monitor (:meth:`~tfos_lib.monitor.Reporter.meet`),
-builds its ``TF_CONFIG``, and runs ``train_fn`` in a fresh TensorFlow process
+shard of the inputs to a local Arrow file, gathers every worker's ``host:port``
+and shard sizes through the driver's monitor (:meth:`~tfos_lib.monitor.Reporter.meet`),
+from which all derive the same epoch (:func:`tfos_lib.feed.balance`), builds its
+``TF_CONFIG``, and runs ``train_fn`` in a fresh TensorFlow process
 (:mod:`tfos_lib.process`). Any task failure fails the stage at once, which kills
 the other tasks and their TensorFlow processes; the driver turns it into
 :class:`~tfos_lib.errors.WorkerError` with the worker's own traceback.
@@ -12,7 +13,6 @@ the other tasks and their TensorFlow processes; the driver turns it into
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import re
 import shutil
@@ -26,8 +26,6 @@ from tfos_lib import feed, process
 from tfos_lib.context import WorkerSpec, run_worker
 from tfos_lib.errors import LauncherTimeout, ProcessFailed, WorkerError
 from tfos_lib.feed import InputPlan
-
-log = logging.getLogger("tfos_lib")
 
 _RESULT_SCHEMA = "rank long, value binary"
 # A worker's traceback travels inside Spark's exception text between these markers.
@@ -44,7 +42,7 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
     second run in the same application does not wait for TensorFlow to import.
     Without it, a task ends any spare its Python worker holds. With it, the staged
     inputs are also kept (:func:`tfos_lib.feed.stage`), so a second run over the same
-    DataFrames skips counting and shuffling them.
+    DataFrames skips shuffling them.
 
     Raises:
         WorkerError: a worker failed (with its traceback when it has one).
@@ -52,12 +50,6 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
     """
     # Warm workers mean re-runs in one application: their staged inputs are kept for the next run too.
     staged, plans, persisted = feed.stage(spark, inputs, num_workers, keep=warm_workers)
-    for plan in plans.values():
-        if plan.dropped_rows:
-            log.info(
-                "input %r: %d rows -> %d workers x %d rows; %d left-over rows not used this run",
-                plan.name, plan.total_rows, num_workers, plan.rows_per_worker, plan.dropped_rows,
-            )
     # The call goes as a broadcast, not inside the task: a job's arguments (noise recordings, vocabularies)
     # can weigh tens of MB, and a task that large is fragile (Spark warns above 1 MiB; one such task was
     # lost between driver and executor in a speech-commands run).
@@ -154,6 +146,8 @@ def _barrier_task(
 ):
     """The Spark task of worker ``rank``: spill the shard, meet the others, train in a child process.
 
+    ``plans`` come from staging without counting; the row counts every worker spilled complete them.
+
     ``payload`` is the broadcast of the pickled ``(train_fn, args)``.
     """
     import pyarrow as pa
@@ -184,29 +178,27 @@ def _barrier_task(
     try:
         counts = feed.spill(batches, plans, workdir)
         timeline["shard_spilled"] = time.time()
-        for name, plan in plans.items():
-            if counts[name] != plan.rows_per_worker:
-                raise RuntimeError(
-                    f"input {name!r}: worker {rank} received {counts[name]} rows, expected {plan.rows_per_worker}. "
-                    "The staging lost its partitioning (please report this)."
-                )
         host = context.getTaskInfos()[rank].address.rsplit(":", 1)[0]
         try:
             meeting = Reporter(monitor_address, rank, attempt)
             try:
-                addresses = meeting.meet(f"{host}:{find_free_port()}")
+                records = meeting.meet({"address": f"{host}:{find_free_port()}", "rows": counts})
             finally:
                 meeting.close()
         except MonitorUnreachable as error:  # the driver shows it as this worker's failure, with the fix
             raise RuntimeError(f"{_ERROR_START}{rank}\n{error}{_ERROR_END}") from None
         timeline["workers_met"] = time.time()
+        try:
+            plans = {name: feed.balance(plan, [r["rows"][name] for r in records]) for name, plan in plans.items()}
+        except ValueError as error:  # too few rows: every worker raises it, the driver shows the first
+            raise RuntimeError(f"{_ERROR_START}{rank}\n{error}{_ERROR_END}") from None
         spec = WorkerSpec(
             rank=rank,
             num_workers=num_workers,
             output_dir=output_dir,
             backend="barrier",
             num_cpus=cpus,
-            tf_config=tf_config_json(list(addresses), rank),
+            tf_config=tf_config_json([r["address"] for r in records], rank),
             inputs={
                 name: (plan, os.path.join(workdir, f"{name}.arrow") if counts[name] else None)
                 for name, plan in plans.items()

@@ -3,10 +3,11 @@
 Kept for comparison with the barrier backend and for users porting TFoS
 programs; the job code is the same. TFoS reserves the executors, sets
 ``TF_CONFIG`` (one ``chief`` and ``worker``s) and pushes RDD rows through a
-multiprocessing queue on each executor. Here the rows are the same equal shards
-the barrier backend uses (:func:`tfos_lib.feed.stage`): each worker reads its
-shard's rows from the TFoS feed, then trains from them, so every worker runs the
-same number of steps without TFoS's "stop at 90% of the data" workaround.
+multiprocessing queue on each executor. Here the rows are laid out by the same
+staging the barrier backend uses (:func:`tfos_lib.feed.stage`), counted first so
+that the shards are exactly equal and each worker knows its quota: it reads that
+many rows from the TFoS feed, then trains from them, so every worker runs the same
+number of steps without TFoS's "stop at 90% of the data" workaround.
 
 Limits of TFoS that remain: rows travel as pickled Python objects (slow), a
 worker that receives two shards (two partitions scheduled on one executor) is
@@ -60,7 +61,11 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
     results_dir = os.path.join(output_dir, "_tfos_results")
     shutil.rmtree(results_dir, ignore_errors=True)
     os.makedirs(results_dir)
-    staged, plans, persisted = feed.stage(spark, inputs, num_workers)
+    staged, plans, persisted = feed.stage(spark, inputs, num_workers, counted=True)  # _read_feed needs the quotas
+    for plan in plans.values():
+        if plan.dropped_rows:
+            log.info("input %r: %d rows -> %d workers x %d rows; %d left-over rows not used this run",
+                     plan.name, plan.total_rows, num_workers, plan.rows_per_worker, plan.dropped_rows)
     rdd = staged.rdd.map(functools.partial(_row_to_item, names=tuple(plans)))
     tf_args = {
         "payload": payload,
