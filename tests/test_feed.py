@@ -341,15 +341,21 @@ def test_spill_of_markers_only_writes_nothing(tmp_path):
 # With Spark.
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 64])
 def test_partition_keys_map_key_k_to_partition_k(spark, n):
     from pyspark.sql import functions as F
 
-    keys = partition_keys(spark, n)
+    keys = partition_keys(n)
     assert len(keys) == n and len(set(keys)) == n
     df = spark.createDataFrame([(k, shard) for shard, k in enumerate(keys)], "key long, shard long")
     rows = df.repartition(n, "key").select("shard", F.spark_partition_id().alias("p")).collect()
     assert sorted((r.shard, r.p) for r in rows) == [(k, k) for k in range(n)]
+
+
+def test_spark_hash_long_is_sparks_own_hash(spark):
+    values = [0, 1, -1, 42, 2**31 - 1, 2**31, -(2**31), 2**32 + 7, 2**63 - 1, -(2**63), 123456789012345]
+    df = spark.createDataFrame([(v,) for v in values], "v long")
+    assert [r.h for r in df.selectExpr("hash(v) AS h").collect()] == [feed.spark_hash_long(v) for v in values]
 
 
 @pytest.mark.parametrize("num_workers", [1, 2, 3, 5])

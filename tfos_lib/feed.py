@@ -181,33 +181,40 @@ def per_worker_batch_size(global_batch_size: int, num_workers: int) -> int:
 # Driver side.
 
 
-_PARTITION_KEYS: dict[int, list[int]] = {}
+def partition_keys(num_partitions: int) -> list[int]:
+    """Returns ``keys`` such that ``repartition(num_partitions, col)`` sends long ``keys[k]`` to partition ``k``. Pure.
 
-
-def partition_keys(spark: "SparkSession", num_partitions: int) -> list[int]:
-    """Returns ``keys`` such that ``repartition(num_partitions, col)`` sends ``keys[k]`` to partition ``k``.
-
-    Spark's hash partitioning is ``pmod(hash(col), n)`` with the same Murmur3 hash as
-    the SQL ``hash`` function, so asking Spark itself which partition each small
-    integer lands in gives an exact mapping.
+    Spark's hash partitioning sends a row to ``pmod(murmur3(col, seed 42), n)``, the
+    SQL ``hash`` function's value, so the keys are found here by computing that hash
+    (no Spark job). ``tests/test_feed.py`` checks the mapping against Spark itself.
     """
-    from pyspark.sql import functions as F
-
-    if num_partitions in _PARTITION_KEYS:  # the hash is fixed: one small Spark job per count, not per run
-        return _PARTITION_KEYS[num_partitions]
     keys: dict[int, int] = {}
-    start, span = 0, 64 * num_partitions
+    candidate = 0
     while len(keys) < num_partitions:
-        rows = (
-            spark.range(start, start + span)
-            .select("id", F.expr(f"pmod(hash(id), {num_partitions})").alias("p"))
-            .collect()
-        )
-        for row in rows:
-            keys.setdefault(row.p, row.id)
-        start += span
-    _PARTITION_KEYS[num_partitions] = [keys[k] for k in range(num_partitions)]
-    return _PARTITION_KEYS[num_partitions]
+        keys.setdefault(spark_hash_long(candidate) % num_partitions, candidate)  # Python's % is pmod
+        candidate += 1
+    return [keys[k] for k in range(num_partitions)]
+
+
+def spark_hash_long(value: int, seed: int = 42) -> int:
+    """Spark's ``hash()`` of a long (``Murmur3_x86_32.hashLong``), as a signed 32-bit int. Pure."""
+    mask = 0xFFFFFFFF
+
+    def rotate_left(x: int, bits: int) -> int:
+        return ((x << bits) | (x >> (32 - bits))) & mask
+
+    def mix(h1: int, word: int) -> int:
+        k1 = rotate_left((word * 0xCC9E2D51) & mask, 15) * 0x1B873593 & mask
+        return (rotate_left(h1 ^ k1, 13) * 5 + 0xE6546B64) & mask
+
+    value &= 0xFFFFFFFFFFFFFFFF
+    h1 = mix(mix(seed & mask, value & mask), value >> 32) ^ 8  # low word, high word, then the length in bytes
+    h1 ^= h1 >> 16
+    h1 = (h1 * 0x85EBCA6B) & mask
+    h1 ^= h1 >> 13
+    h1 = (h1 * 0xC2B2AE35) & mask
+    h1 ^= h1 >> 16
+    return h1 - (1 << 32) if h1 & 0x80000000 else h1
 
 
 # The staging kept for the next run (warm workers): the key of the inputs it was made from,
@@ -307,7 +314,7 @@ def stage(
     staged = parts[0]
     for part in parts[1:]:
         staged = staged.unionByName(part, allowMissingColumns=True)
-    keys = partition_keys(spark, num_workers)
+    keys = partition_keys(num_workers)
     staged = staged.withColumn(
         # Long keys, as partition_keys() hashed them: an int literal hashes differently.
         KEY_COLUMN,

@@ -318,7 +318,7 @@ def _run_dataframe_tasks(spark, df: DataFrame, names: list[str], keys: list, com
     from tfos_lib.feed import partition_keys
 
     n = len(keys)
-    spread = partition_keys(spark, n)
+    spread = partition_keys(n)
     key_schema = StructType(
         [StructField(f"_tfos_k{i}", df.schema[name].dataType) for i, name in enumerate(names)]
         + [StructField(_TASK_COLUMN, LongType()), StructField(_PARTITION_COLUMN, LongType())]
