@@ -26,8 +26,8 @@ Compares, on the same synthetic MNIST-shaped data (uint8 images scaled to [0, 1]
 * a step of each model on 1 and 2 workers taken apart (``step profile`` rows, in
   milliseconds per step, medians of timed repeats inside the chief): reading a
   batch, forward and backward pass, one all-reduce of gradient-sized tensors,
-  Keras' whole training step with its metrics read every step (what ``fit`` does at
-  1 step per call), and per step at 20 steps per call.
+  Keras' whole training step as ``ctx.fit`` runs it (``ctx.fitting``), its logs read
+  every call as ``fit``'s callbacks do, at 1 and at 20 steps per call.
 
 Two models: the MLP 784-256-256-10 (batch 128) the TensorFlowOnSpark figures in
 issue 3 were measured on (input-bound: small steps, so feeding and framework
@@ -153,8 +153,6 @@ def train_fn(ctx, model_name: str, epochs: int, steps_per_execution: int, shuffl
 
 def profile_fn(ctx, model_name: str, repeats: int) -> dict:
     """Milliseconds per step of each part of a training step, on this worker (the chief's is returned)."""
-    from tfos_lib.context import set_steps_per_execution
-
     tf = ctx.tf()
     strategy = ctx.strategy()
     batch = MODELS[model_name]["batch_size"] * ctx.num_workers
@@ -192,20 +190,21 @@ def profile_fn(ctx, model_name: str, repeats: int) -> dict:
             times.append((time.perf_counter() - started) * 1000 / calls)
         return round(statistics.median(times), 2)
 
-    def train_steps(steps: int):
-        set_steps_per_execution(model, steps)
-        if ctx.num_workers > 1:
-            model.distribute_reduction_method = "first"  # as ctx.fit sets it
-        function = model.make_train_function()
-        return lambda: tf.nest.map_structure(lambda t: t.numpy(), function(batches))  # logs read, as fit's callbacks do
+    def keras_step_ms(steps: int) -> float:
+        """Per step of Keras' training function as ctx.fit runs it, at ``steps`` per call."""
+        ctx.steps_per_execution = steps
+        with ctx.fitting(model, steps_per_epoch=repeats * steps):
+            function = model.make_train_function()
+            # The logs are read, as fit's callbacks do.
+            return median_ms(lambda: tf.nest.map_structure(lambda t: t.numpy(), function(batches)), calls=steps)
 
     return {
         "input": median_ms(lambda: next(batches)),
         "forward_backward": median_ms(lambda: settle(forward_backward(images, labels))),
         "all_reduce": median_ms(lambda: settle(all_reduce())) if ctx.num_workers > 1 else 0.0,
         "gradient_megabytes": round(sum(v.shape.num_elements() for v in variables) * 4 / 2**20, 2),
-        "train_step": median_ms(train_steps(1)),
-        "train_step_at_20_per_call": median_ms(train_steps(20), calls=20),
+        "train_step": keras_step_ms(1),
+        "train_step_at_20_per_call": keras_step_ms(20),
     }
 
 

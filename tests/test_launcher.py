@@ -139,26 +139,35 @@ def fit_with_frozen_weights(ctx):
         model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(1,), kernel_initializer="zeros")])
         model.compile(tf.keras.optimizers.SGD(0.0), "mse", metrics=["mae"])
     dataset = ctx.distributed_dataset("train", "x", "y", global_batch_size=8)
-    history, _ = ctx.fit(model, dataset, epochs=2, steps_per_epoch=4, callbacks=[])
-    chosen = model.distribute_reduction_method  # what ctx.fit set
 
-    def collectives_per_step(reduction):
-        model.distribute_reduction_method = reduction
+    class StepLogs(tf.keras.callbacks.Callback):
+        seen = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            StepLogs.seen.append({name: float(value) for name, value in logs.items()})
+
+    history, _ = ctx.fit(model, dataset, epochs=2, steps_per_epoch=4, callbacks=[StepLogs()])
+
+    def collectives_per_step():
         step = model.make_train_function(force=True).get_concrete_function(iter(dataset))
         return sum(node.op.startswith("Collective") for node in step.graph.as_graph_def().node)
 
-    return {"history": history, "collectives": collectives_per_step(chosen),
-            "keras_default": collectives_per_step("auto")}
+    with ctx.fitting(model, steps_per_epoch=4):
+        ours = collectives_per_step()
+    model.distribute_reduction_method = "auto"
+    return {"history": history, "step_logs": StepLogs.seen, "collectives": ours, "keras_default": collectives_per_step()}
 
 
-def test_two_workers_log_global_metrics_with_fewer_collectives_per_step(spark, tmp_path):
+def test_two_workers_log_global_epoch_metrics_with_no_metric_collectives_per_step(spark, tmp_path):
     from pyspark.sql import functions as F
 
-    # Rank 0's rows have y = 1, rank 1's y = 3 (shard = row index % 2); the prediction stays 0.
-    frame = spark.range(0, 64, 1, 2).select(
+    # One partition, dealt in turn: rank 0's rows have y = 1, rank 1's y = 3. The prediction stays 0.
+    frame = spark.range(0, 64, 1, 1).select(
         F.array(F.lit(0.0).cast("float")).alias("x"), (1 + 2 * (F.col("id") % 2)).cast("float").alias("y"))
     result = tfos_lib.run(fit_with_frozen_weights, num_workers=2, inputs={"train": frame}, output_dir=str(tmp_path),
                           spark=spark)
-    # The mean over both shards (squared: (1 + 9) / 2, absolute: (1 + 3) / 2), not the chief's own nor a sum.
+    # Each epoch: the mean over both shards (squared: (1 + 9) / 2, absolute: (1 + 3) / 2), not the chief's own nor
+    # a sum; each step: the chief's own (its shard's y = 1), read without a collective.
     assert result["history"] == {"loss": [5.0, 5.0], "mae": [2.0, 2.0]}
+    assert result["step_logs"] == [{"loss": 1.0, "mae": 1.0}] * 8
     assert result["collectives"] < result["keras_default"], result

@@ -7,6 +7,7 @@ process (``barrier``, through :mod:`tfos_lib.process`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -108,27 +109,45 @@ class WorkerContext:
         return _progress_callback(self.tf(), self, global_batch_size)
 
     def fit(self, model, dataset, *, epochs: int, steps_per_epoch: int, callbacks) -> tuple[dict[str, list[float]], float]:
-        """``model.fit`` without Keras' own progress bar (the callbacks report to the driver).
-
-        Runs :attr:`steps_per_execution` steps per TensorFlow call: on a small model the
-        per-step Python and the per-step synchronisation of the metrics across workers
-        cost more than the step itself. Callbacks see every N-th step (:meth:`callbacks`
-        accounts for it).
+        """``model.fit`` set up as in :meth:`fitting`, without Keras' own progress bar (the callbacks report to
+        the driver).
 
         Returns the ``History`` as plain lists per metric, and the seconds training took.
         """
-        set_steps_per_execution(model, self.steps_per_execution)
-        if self.num_workers > 1:
-            # Keras' default ("auto", i.e. "sum") all-reduces every logged value again after each step, though
-            # a multi-worker strategy's compiled metrics come out of the step already global: "first" gives the
-            # same values with one collective per logged metric less per step.
-            model.distribute_reduction_method = "first"
-        if self.num_workers > 1 and self.all_reduce_precision == "float16":
-            send_gradients_as_float16(self.tf(), model.optimizer)
-        started = time.perf_counter()
-        history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
-        seconds = time.perf_counter() - started
+        with self.fitting(model, steps_per_epoch) as first_callbacks:
+            started = time.perf_counter()
+            history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                callbacks=[*first_callbacks, *callbacks], verbose=0)
+            seconds = time.perf_counter() - started
         return {name: [float(v) for v in values] for name, values in history.history.items()}, seconds
+
+    @contextlib.contextmanager
+    def fitting(self, model, steps_per_epoch: int):
+        """Sets ``model`` up for training as :meth:`fit` does; yields the callbacks ``fit`` must call first.
+
+        * :attr:`steps_per_execution` steps per TensorFlow call: on a small model the
+          per-step Python costs more than the step itself. Callbacks see every N-th step
+          (:meth:`callbacks` accounts for it).
+        * On several workers, no collective beyond the gradients' at each step: the
+          logged values are the chief's (``distribute_reduction_method = "first"``; Keras'
+          default sums them across workers once more), the training step reads each
+          metric from this worker's own state, and the metrics are made global once, after
+          each epoch's last step (:func:`metrics_global_once_per_epoch`). Keras makes them
+          global at every step: two all-reduces per metric per step, more than the
+          gradients' own on a small model.
+        * The gradients travel as float16 when :attr:`all_reduce_precision` says so.
+
+        Leaving the block gives the model back its own training step.
+        """
+        set_steps_per_execution(model, self.steps_per_execution)
+        if self.num_workers == 1:
+            yield []
+            return
+        model.distribute_reduction_method = "first"
+        if self.all_reduce_precision == "float16":
+            send_gradients_as_float16(self.tf(), model.optimizer)
+        with metrics_global_once_per_epoch(self.tf(), model, steps_per_epoch) as callback:
+            yield [callback]
 
     def strategy(self):
         """The ``tf.distribute`` strategy all workers train under (created once).
@@ -286,6 +305,68 @@ def set_steps_per_execution(model, steps: int) -> None:
     with model.distribute_strategy.scope():
         model._configure_steps_per_execution(steps)
     model.train_function = None  # rebuilt by fit() with the new loop
+
+
+@contextlib.contextmanager
+def metrics_global_once_per_epoch(tf, model, steps_per_epoch: int):
+    """Within: ``model``'s training step logs this worker's own metrics; the yielded callback makes each epoch's
+    logs global.
+
+    tf-keras reads each metric's result through the strategy, which all-reduces the
+    metric's state at every step. Here the training step (while ``fit`` traces it) reads
+    the metric class's own ``result``, without Keras' cross-worker wrapper, so a step's
+    logs (heartbeats, per-batch TensorBoard scalars) are the chief's own. After an
+    epoch's last step, every worker computes the global results together (before any
+    evaluation resets the metrics), and at the epoch's end the callback puts them in the
+    logs, where later callbacks and the ``History`` read them: put it first in ``fit``'s
+    list. Evaluation is left as Keras does it.
+    """
+    keras_results, keras_train_step = model.get_metrics_result, model.train_step
+    tracing_train_step = False
+
+    def get_metrics_result():
+        if not tracing_train_step:
+            return keras_results()
+        results = {}
+        for metric in model.metrics:
+            value = type(metric).result(metric)  # the class's method: this worker's state, no collective
+            results.update(value if isinstance(value, dict) else {metric.name: value})
+        return results
+
+    def train_step(data):
+        nonlocal tracing_train_step
+        tracing_train_step = True
+        try:
+            return keras_train_step(data)
+        finally:
+            tracing_train_step = False
+
+    strategy = model.distribute_strategy
+
+    @tf.function
+    def global_results():
+        return strategy.experimental_local_results(strategy.run(keras_results))[0]
+
+    class GlobalEpochMetrics(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.results: dict[str, float] = {}
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == steps_per_epoch - 1:  # the epoch's last step: on every worker, as collectives need
+                self.results = {name: float(value) for name, value in global_results().items()}
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs.update({name: value for name, value in self.results.items() if name in logs})
+
+    model.train_step, model.get_metrics_result = train_step, get_metrics_result
+    model.train_function = None  # traced again, with the local reads
+    try:
+        yield GlobalEpochMetrics()
+    finally:
+        del model.train_step, model.get_metrics_result
+        model.train_function = None
 
 
 def send_gradients_as_float16(tf, optimizer) -> None:
