@@ -158,6 +158,25 @@ def test_a_second_run_starts_in_the_warm_spare_and_a_cold_run_ends_it(spark, tmp
     assert not kept.is_cached and not feed._kept  # and the kept staging unpersisted
 
 
+def test_metrics_made_global_once_per_epoch_fill_the_epoch_logs_and_say_when_an_epoch_ends_early(caplog):
+    from tfos_lib.context import metrics_global_once_per_epoch
+
+    tf = tfos_lib.import_tensorflow()
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(1,), kernel_initializer="zeros")])
+    model.compile(tf.keras.optimizers.SGD(0.0), "mse", metrics=["mae"])
+    x, y = np.zeros((8, 1), np.float32), np.full((8, 1), 2.0, np.float32)  # 4 steps of 2 rows, loss 4, MAE 2
+    keras_step = model.train_step
+    with metrics_global_once_per_epoch(tf, model, steps_per_epoch=4) as callback:
+        assert model.train_step is not keras_step
+        full = model.fit(x, y, batch_size=2, epochs=2, verbose=0, callbacks=[callback])
+    assert model.train_step == keras_step and "train_step" not in vars(model)  # its own step back
+    assert full.history == {"loss": [4.0, 4.0], "mae": [2.0, 2.0]}
+    assert "ended before" not in caplog.text
+    with metrics_global_once_per_epoch(tf, model, steps_per_epoch=5) as callback:  # the data gives 4 steps
+        model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[callback])
+    assert "epoch 1 ended before its step 5: its logged metrics are this worker's own, not global" in caplog.text
+
+
 def test_float16_all_reduce_sends_dense_gradients_as_float16_and_leaves_sparse_ones_alone():
     from tfos_lib.context import send_gradients_as_float16
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from tfos_lib import runstate, storage
 from tfos_lib.feed import InputPlan, ShardData
 from tfos_lib.monitor import Reporter
+
+log = logging.getLogger("tfos_lib")
 
 
 @dataclass
@@ -352,12 +355,18 @@ def metrics_global_once_per_epoch(tf, model, steps_per_epoch: int):
             super().__init__()
             self.results: dict[str, float] = {}
 
+        def on_epoch_begin(self, epoch, logs=None):
+            self.results = {}
+
         def on_train_batch_end(self, batch, logs=None):
             if batch == steps_per_epoch - 1:  # the epoch's last step: on every worker, as collectives need
                 self.results = {name: float(value) for name, value in global_results().items()}
 
         def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:
+            if not self.results:  # the data ran out before the epoch's last step (Keras warns and stops)
+                log.warning("epoch %d ended before its step %d: its logged metrics are this worker's own, not "
+                            "global", epoch + 1, steps_per_epoch)
+            elif logs is not None:
                 logs.update({name: value for name, value in self.results.items() if name in logs})
 
     model.train_step, model.get_metrics_result = train_step, get_metrics_result
