@@ -10,17 +10,17 @@ How the rows travel (driver side, :func:`stage`):
 
 1. Each partition of a sharded input deals its rows round-robin to the shards
    (``monotonically_increasing_id`` gives each row's position in its partition: no
-   per-row Python), each partition starting at another shard, so shards differ by
-   a few rows at most and no Spark job counts the rows first. The workers learn
-   ``total_rows`` when they meet, from each other's spilled row counts
-   (:func:`balance`); a worker holding a few rows more or fewer than
-   ``total_rows // num_workers`` sees them in the next epoch, as the training
-   datasets repeat. The tfos backend, whose feed has to know each worker's quota
-   before any row arrives, counts first (``stage(..., counted=True)``): there the
-   shards are exactly ``total_rows // num_workers`` rows and the ``total_rows %
-   num_workers`` left-over rows are dropped. A replicated input
-   (``Input(df, shard=False)``, e.g. a test set the chief evaluates) is exploded
-   to every shard.
+   per-row Python), each partition starting at another shard, so no Spark job
+   counts the rows first and shards differ by at most one row per partition. The
+   workers learn ``total_rows`` when they meet, from each other's spilled row
+   counts (:func:`balance`). The training datasets repeat, so a worker holding a
+   few rows more than ``total_rows // num_workers`` sees them in its next epoch,
+   and one holding fewer starts its next pass a little early: no row is dropped.
+   The tfos backend, whose feed has to know each worker's quota before any row
+   arrives, counts first (``stage(..., counted=True)``): there the shards are
+   exactly ``total_rows // num_workers`` rows and the ``total_rows % num_workers``
+   left-over rows are dropped. A replicated input (``Input(df, shard=False)``,
+   e.g. a test set the chief evaluates) is exploded to every shard.
 2. All inputs are unioned into one DataFrame with one struct column per input,
    and repartitioned by a key whose Spark hash lands shard ``k`` exactly in
    partition ``k``.
@@ -68,9 +68,10 @@ class Input:
     Args:
         df: the rows. Columns of numbers, strings, or (nested) arrays of numbers of
             a fixed length per column.
-        shard: ``True`` (default) splits the rows into shards, one per worker, each
-            worker's epoch the same number of rows (training data). ``False`` gives every worker all rows (small data every
-            worker needs whole, e.g. a test set the chief evaluates).
+        shard: ``True`` (default) splits the rows into shards, one per worker, whose
+            epochs are the same number of rows (training data). ``False`` gives every
+            worker all rows (small data every worker needs whole, e.g. a test set the
+            chief evaluates).
     """
 
     df: "DataFrame"
