@@ -486,7 +486,8 @@ def test_stage_lays_out_one_shard_per_partition_and_every_worker_derives_the_sam
 def test_balance_completes_a_dealt_plan_from_the_workers_counts_or_says_what_is_wrong():
     dealt = plan_input("train", ["x"], None, 3, sharded=True)
     assert feed.balance(dealt, [34, 35, 34]) == plan_input("train", ["x"], 103, 3, sharded=True)
-    with pytest.raises(ValueError, match=r"'train': worker 1 received none of its 4 rows.*\[2, 0, 2\].*repartition\(3\)"):
+    with pytest.raises(ValueError,
+                       match=r"'train': worker 1 received none of its 4 rows.*\[2, 0, 2\].*repartition\(3\)"):
         feed.balance(dealt, [2, 0, 2])
     with pytest.raises(ValueError, match="has 2 rows, fewer than num_workers=3"):
         feed.balance(dealt, [1, 0, 1])

@@ -155,7 +155,8 @@ def fit_with_frozen_weights(ctx):
     with ctx.fitting(model, steps_per_epoch=4):
         ours = collectives_per_step()
     model.distribute_reduction_method = "auto"
-    return {"history": history, "step_logs": StepLogs.seen, "collectives": ours, "keras_default": collectives_per_step()}
+    return {"history": history, "step_logs": StepLogs.seen, "collectives": ours,
+            "keras_default": collectives_per_step()}
 
 
 def test_two_workers_log_global_epoch_metrics_with_no_metric_collectives_per_step(spark, tmp_path):

@@ -114,7 +114,8 @@ def start_python_workers(spark, num_workers: int) -> None:
 
 
 def _python_started_here(batches):
-    """An empty Python task. Unpickling it imports this module, as the barrier task's does, in a worker Spark may reuse."""
+    """An empty Python task; unpickling it imports this module, as the barrier task's does (Spark may reuse the
+    worker for it)."""
     import pyarrow as pa
 
     for _ in batches:
