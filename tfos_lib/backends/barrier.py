@@ -13,7 +13,6 @@ the other tasks and their TensorFlow processes; the driver turns it into
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import re
 import shutil
@@ -27,8 +26,6 @@ from tfos_lib import feed, process
 from tfos_lib.context import WorkerSpec, run_worker
 from tfos_lib.errors import LauncherTimeout, ProcessFailed, WorkerError
 from tfos_lib.feed import InputPlan
-
-log = logging.getLogger("tfos_lib")
 
 _RESULT_SCHEMA = "rank long, value binary"
 # A worker's traceback travels inside Spark's exception text between these markers.
@@ -51,7 +48,6 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
         WorkerError: a worker failed (with its traceback when it has one).
         LauncherTimeout: a deadline of ``monitor`` passed; the Spark job was cancelled.
     """
-    start_python_workers(spark, num_workers)  # while the driver plans the staging
     # Warm workers mean re-runs in one application: their staged inputs are kept for the next run too.
     staged, plans, persisted = feed.stage(spark, inputs, num_workers, keep=warm_workers)
     # The call goes as a broadcast, not inside the task: a job's arguments (noise recordings, vocabularies)
@@ -82,45 +78,6 @@ def run(spark, payload: bytes, num_workers: int, inputs: dict, output_dir: str, 
 
     chief = [row for row in rows if row.rank == 0]
     return cloudpickle.loads(chief[0].value)
-
-
-#: Applications whose executors' Python workers :func:`start_python_workers` has started.
-_python_started: set[str] = set()
-
-
-def start_python_workers(spark, num_workers: int) -> None:
-    """Starts the executors' Python workers in the background, once per application (driver side).
-
-    An executor's first Python task waits for Spark to start its Python daemon and
-    fork a worker: 1.7 s measured on a fresh local-cluster executor, which the first
-    barrier stage would otherwise wait for after the inputs are staged. A job of
-    ``num_workers`` empty Python tasks pays it meanwhile, while the driver plans the
-    staging and the staging's shuffle runs (best effort: on a large cluster it may warm
-    other executors than the stage lands on).
-    """
-    sc = spark.sparkContext
-    if sc.applicationId in _python_started:
-        return
-    _python_started.add(sc.applicationId)
-    warm_up = spark.range(0, num_workers, 1, num_workers).mapInArrow(_python_started_here, "started boolean")
-
-    def collect():
-        try:
-            warm_up.collect()
-        except Exception as error:  # only a head start: the stage starts the workers itself anyway
-            log.debug("starting the executors' Python workers ahead failed: %s", error)
-
-    threading.Thread(target=collect, name="tfos-python-start", daemon=True).start()
-
-
-def _python_started_here(batches):
-    """An empty Python task; unpickling it imports this module, as the barrier task's does (Spark may reuse the
-    worker for it)."""
-    import pyarrow as pa
-
-    for _ in batches:
-        pass
-    yield pa.RecordBatch.from_pydict({"started": [True]})
 
 
 def local_mode_cpus(sc, num_workers: int) -> int | None:
