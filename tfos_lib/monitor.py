@@ -237,10 +237,6 @@ class Monitor:
                 if self._stage_started is not None:
                     log.debug("all %d workers met %.2f s after launch", self.num_workers,
                               time.monotonic() - self._stage_started)
-                shards = [r.get("rows") for r in self._met_records]
-                if all(isinstance(rows, dict) for rows in shards) and shards[0]:
-                    log.info("rows of each worker's shard: %s", escape("; ".join(
-                        f"{name} {[rows.get(name) for rows in shards]}" for name in shards[0])))
             while self._met_round == joined and self._attempt == attempt and not self._closed:
                 self._met.wait(5.0)
             return list(self._met_records) if self._met_round != joined else None

@@ -183,6 +183,9 @@ def _barrier_task(
             meeting = Reporter(monitor_address, rank, attempt)
             try:
                 records = meeting.meet({"address": f"{host}:{find_free_port()}", "rows": counts})
+                if rank == 0 and counts:  # the driver logs the chief's messages
+                    meeting.send("message", text="rows of each worker's shard: " + "; ".join(
+                        f"{name} {[r['rows'][name] for r in records]}" for name in counts))
             finally:
                 meeting.close()
         except MonitorUnreachable as error:  # the driver shows it as this worker's failure, with the fix
